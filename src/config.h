@@ -1,0 +1,112 @@
+/* config.h - echod configuration: defaults, loading, validation, diff.
+ *
+ * The configuration is a flat struct (no pointers) so that it can be
+ * copied by value and passed through a pipe: config_load() parses the file
+ * in a short-lived child process, so that no file, however broken, can
+ * crash, hang or exit() the daemon (libconfig 1.5 exit()s on an @include
+ * of a directory).  Errors are reported as "FILE:LINE: message".
+ */
+#ifndef ECHOD_CONFIG_H
+#define ECHOD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_LISTEN      16      /* entries in "listen" */
+#define CONFIG_MAX_CORES       64      /* entries in "core" */
+#define CONFIG_ADDR_MAX        64      /* an address string, with NUL */
+#define CONFIG_PATH_MAX        4096
+#define CONFIG_MAX_ERRORS      32      /* errors kept per load */
+#define CONFIG_ERROR_MAX       512     /* one error message, with NUL */
+
+/* Hard ranges, shared with the man page and the tests. */
+#define CONFIG_BUFFER_COUNT_MIN     8
+#define CONFIG_BUFFER_COUNT_MAX     32768
+#define CONFIG_BUFFER_SIZE_MIN      512
+#define CONFIG_BUFFER_SIZE_MAX      (1024 * 1024)
+#define CONFIG_MAX_CONNECTIONS_MAX  1048576
+#define CONFIG_IDLE_TIMEOUT_MAX     86400       /* seconds; 0 = never */
+#define CONFIG_SHUTDOWN_TIMEOUT_MAX 3600        /* seconds */
+#define CONFIG_MAX_PENDING_MIN      1024        /* bytes */
+#define CONFIG_MAX_PENDING_MAX      (64 * 1024 * 1024)
+#define CONFIG_BACKLOG_MAX          65535
+
+enum config_backend {
+	CONFIG_BACKEND_AUTO = 0,
+	CONFIG_BACKEND_IO_URING,
+	CONFIG_BACKEND_EPOLL,
+};
+
+/* sd-daemon priorities, as in syslog.h: 3 err, 4 warning, 6 info, 7 debug */
+struct config_addr {
+	char text[CONFIG_ADDR_MAX];         /* as written, e.g. "::1" */
+	struct sockaddr_storage sa;         /* parsed, with the port set */
+	socklen_t salen;
+};
+
+struct echod_config {
+	char path[CONFIG_PATH_MAX];         /* file this was loaded from */
+	enum config_backend backend;        /* "backend": default auto */
+	uint16_t port;                      /* "port": default 7, 1..65535 */
+	unsigned n_listen;                  /* "listen": default ["0.0.0.0","::"] */
+	struct config_addr listen[CONFIG_MAX_LISTEN];
+	uint32_t backlog;                   /* "backlog": default 4096, 1..65535 */
+	uint32_t buffer_count;              /* "buffer_count": default 4096 */
+	uint32_t buffer_size;               /* "buffer_size": default 4096 (bytes) */
+	uint32_t max_pending;               /* "max_pending": backpressure cap per connection, default 65536 */
+	unsigned n_cores;                   /* "core": int or list; 0 entries = not pinned */
+	int cores[CONFIG_MAX_CORES];        /* each 0..CPU_SETSIZE-1, no duplicates */
+	uint32_t max_connections;           /* "max_connections": default 65536, 1..1048576 */
+	uint32_t idle_timeout;              /* "idle_timeout": seconds, default 300, 0 = never */
+	uint32_t shutdown_timeout;          /* "shutdown_timeout": seconds, default 10 */
+	int log_level;                      /* "log_level": "error","warning","notice","info","debug"; default info */
+	struct {
+		bool enabled;                   /* "metrics.enabled": default true */
+		struct config_addr address;     /* "metrics.address": default "127.0.0.1" */
+		uint16_t port;                  /* "metrics.port": default 9100 */
+	} metrics;
+};
+
+struct config_errors {
+	unsigned n;                         /* errors found (may exceed what is kept) */
+	char msg[CONFIG_MAX_ERRORS][CONFIG_ERROR_MAX];
+};
+
+/* Fill cfg with the built-in defaults (path left empty). */
+void config_defaults(struct echod_config *cfg);
+
+/* Parse and validate FILE in this process.  Returns 0 and fills cfg, or
+ * -EINVAL with every error found in errs (each "FILE:LINE: message", or
+ * "FILE: message" where no line applies), or another -errno. cfg is
+ * written only on success. */
+int config_parse_file(const char *path, struct echod_config *cfg,
+		      struct config_errors *errs);
+
+/* As config_parse_file(), but in a child process with a time and memory
+ * limit: a parser crash, exit or hang becomes an error in errs. */
+int config_load(const char *path, struct echod_config *cfg,
+		struct config_errors *errs);
+
+/* Append an error; printf-like. */
+void config_error(struct config_errors *errs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Name of a backend value ("auto", "io_uring", "epoll"). */
+const char *config_backend_name(enum config_backend b);
+
+/* Name of a log level (sd-daemon priority) or NULL. */
+const char *config_log_level_name(int level);
+
+/* Bit set of CONFIG_CHANGED_* naming what differs between a and b. */
+#define CONFIG_CHANGED_BACKEND      (1u << 0)
+#define CONFIG_CHANGED_LISTEN       (1u << 1)  /* port, listen, backlog */
+#define CONFIG_CHANGED_BUFFERS      (1u << 2)  /* buffer_count, buffer_size */
+#define CONFIG_CHANGED_CORES        (1u << 3)
+#define CONFIG_CHANGED_LIMITS       (1u << 4)  /* max_connections, idle/shutdown timeouts, max_pending */
+#define CONFIG_CHANGED_LOG_LEVEL    (1u << 5)
+#define CONFIG_CHANGED_METRICS      (1u << 6)
+unsigned config_diff(const struct echod_config *a, const struct echod_config *b);
+
+#endif

@@ -1,0 +1,178 @@
+/* conn.c - the echo logic; see conn.h */
+#include "conn.h"
+
+#include <string.h>
+
+#include "worker.h"
+
+/* A segment this small is copied into the tail buffer's free room rather
+ * than holding a buffer of its own, so that a client sending tiny pieces
+ * cannot pin one buffer per piece. */
+#define COALESCE_MAX 512
+
+static void conn_account_received(struct worker *w, struct conn *c, uint32_t len)
+{
+	c->pending += len;
+	ctr_add(&w->ctr->bytes_received, len);
+	worker_conn_touch(w, c);
+}
+
+void conn_received(struct worker *w, struct conn *c, uint32_t bid,
+		   uint32_t off, uint32_t len)
+{
+	struct bufpool *p = &w->pool;
+	struct bufmeta *m;
+
+	if (!len || (c->flags & (CONN_WR_SHUT | CONN_FAILED))) {
+		/* nothing to echo: discarded after shut, or on a dying conn */
+		if (len)
+			ctr_add(&w->ctr->bytes_discarded, len);
+		w->buf_release(w, bid);
+		return;
+	}
+	if (c->q_tail != BUF_NONE && len <= COALESCE_MAX) {
+		struct bufmeta *t = &p->meta[c->q_tail];
+		uint32_t end = t->off + t->len;
+
+		if (end + len <= p->size) {
+			memcpy(bufpool_ptr(p, c->q_tail) + end,
+			       bufpool_ptr(p, bid) + off, len);
+			t->len += len;
+			w->buf_release(w, bid);
+			conn_account_received(w, c, len);
+			return;
+		}
+	}
+	m = &p->meta[bid];
+	m->off = off;
+	m->len = len;
+	m->next = BUF_NONE;
+	if (c->q_tail == BUF_NONE)
+		c->q_head = bid;
+	else
+		p->meta[c->q_tail].next = bid;
+	c->q_tail = bid;
+	c->nbufs++;
+	conn_account_received(w, c, len);
+}
+
+uint32_t conn_tail_room(struct worker *w, struct conn *c, uint32_t *bid, uint32_t *off)
+{
+	struct bufmeta *t;
+	uint32_t end;
+
+	if (c->q_tail == BUF_NONE)
+		return 0;
+	t = &w->pool.meta[c->q_tail];
+	end = t->off + t->len;
+	*bid = c->q_tail;
+	*off = end;
+	return w->pool.size - end;
+}
+
+void conn_received_tail(struct worker *w, struct conn *c, uint32_t n)
+{
+	w->pool.meta[c->q_tail].len += n;
+	conn_account_received(w, c, n);
+}
+
+int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int max)
+{
+	const struct bufpool *p = &w->pool;
+	int n = 0;
+
+	for (uint32_t b = c->q_head; b != BUF_NONE && n < max; b = p->meta[b].next) {
+		iov[n].iov_base = bufpool_ptr(p, b) + p->meta[b].off;
+		iov[n].iov_len = p->meta[b].len;
+		n++;
+	}
+	return n;
+}
+
+void conn_sent(struct worker *w, struct conn *c, uint32_t n)
+{
+	struct bufpool *p = &w->pool;
+
+	if (n > c->pending)
+		n = c->pending;       /* cannot happen; never walk off the queue */
+	c->pending -= n;
+	ctr_add(&w->ctr->bytes_sent, n);
+	if (n)
+		worker_conn_touch(w, c);
+	while (n) {
+		uint32_t b = c->q_head;
+		struct bufmeta *m = &p->meta[b];
+
+		if (n < m->len) {
+			m->off += n;
+			m->len -= n;
+			break;
+		}
+		n -= m->len;
+		c->q_head = m->next;
+		if (c->q_head == BUF_NONE)
+			c->q_tail = BUF_NONE;
+		m->next = BUF_NONE;
+		c->nbufs--;
+		w->buf_release(w, b);
+	}
+	/* an empty tail buffer stays queued only if it still has bytes */
+}
+
+void conn_eof(struct worker *w, struct conn *c)
+{
+	(void)w;
+	c->flags |= CONN_EOF;
+}
+
+void conn_shut_done(struct worker *w, struct conn *c)
+{
+	(void)w;
+	c->flags |= CONN_WR_SHUT;
+}
+
+void conn_fail(struct worker *w, struct conn *c, int err)
+{
+	if (!(c->flags & CONN_FAILED) && err)
+		ctr_add(&w->ctr->conn_errors, 1);
+	c->flags |= CONN_FAILED;
+}
+
+bool conn_want_read(struct worker *w, struct conn *c)
+{
+	if (c->flags & (CONN_EOF | CONN_FAILED))
+		return false;
+	if (c->flags & CONN_WR_SHUT)
+		return true;          /* discarding until the peer's EOF */
+	if (c->flags & CONN_DRAIN)
+		return false;
+	if (c->pending >= w->params.max_pending || c->nbufs >= w->max_bufs) {
+		if (!(c->flags & CONN_PAUSED)) {
+			c->flags |= CONN_PAUSED;
+			ctr_add(&w->ctr->backpressure_pauses, 1);
+		}
+		return false;
+	}
+	c->flags &= ~CONN_PAUSED;
+	return true;
+}
+
+unsigned conn_next(struct worker *w, struct conn *c)
+{
+	unsigned next = 0;
+
+	if (c->flags & CONN_FAILED)
+		return CONN_NEXT_CLOSE;
+	if (c->flags & CONN_WR_SHUT) {
+		if (c->flags & CONN_EOF)
+			return CONN_NEXT_CLOSE;
+		return CONN_NEXT_READ;
+	}
+	if (c->pending)
+		next |= CONN_NEXT_SEND;
+	else if (c->flags & (CONN_EOF | CONN_DRAIN))
+		return CONN_NEXT_SHUTDOWN;
+	if (conn_want_read(w, c))
+		next |= CONN_NEXT_READ;
+	return next;
+}

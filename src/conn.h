@@ -1,0 +1,108 @@
+/* conn.h - the echo logic, written once and shared by every backend.
+ *
+ * A connection holds a FIFO of pool buffers with the bytes received and
+ * not yet sent back.  The backend does the I/O and reports it here
+ * (conn_received, conn_sent, conn_eof, conn_fail); conn_next() then says
+ * what the backend must do next.  The rules:
+ *   - bytes go back exactly as received, in order, whatever the short
+ *     reads and short sends; the backend keeps one send in flight;
+ *   - backpressure: reading stops while the unsent bytes reach
+ *     max_pending (or the connection holds max_bufs buffers), and resumes
+ *     below it, so a client that does not read is throttled by TCP;
+ *   - on EOF, the pending bytes are echoed, then the write side is shut
+ *     and the connection closed;
+ *   - when the worker drains (SIGTERM), reading stops, pending bytes are
+ *     echoed, the write side is shut, and what the client still sends is
+ *     read and discarded until its EOF (so the close sends no RST).
+ */
+#ifndef ECHOD_CONN_H
+#define ECHOD_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct worker;
+
+/* Links of an intrusive list of connection slots (by index). */
+#define ILIST_NONE UINT32_MAX
+struct ilink {
+	uint32_t prev, next;
+};
+struct ilist {
+	uint32_t head, tail;
+};
+
+/* conn.flags */
+#define CONN_EOF        (1u << 0)  /* peer shut its write side */
+#define CONN_WR_SHUT    (1u << 1)  /* we shut our write side */
+#define CONN_FAILED     (1u << 2)  /* error or abort: close, drop pending */
+#define CONN_DRAIN      (1u << 3)  /* stop reading, flush, shut, discard */
+#define CONN_PAUSED     (1u << 4)  /* reading stopped by backpressure */
+#define CONN_IN_USE     (1u << 5)  /* slot is allocated */
+
+/* conn_next() result bits */
+#define CONN_NEXT_READ      (1u << 0)  /* read more (into the queue, or discard) */
+#define CONN_NEXT_SEND      (1u << 1)  /* send the queue's head (conn_send_iov) */
+#define CONN_NEXT_SHUTDOWN  (1u << 2)  /* shutdown(SHUT_WR), then conn_shut_done */
+#define CONN_NEXT_CLOSE     (1u << 3)  /* close and conn_free */
+
+/* Generations wrap at 24 bits: with the slot index they fit in an epoll
+ * key or an io_uring user_data beside an op code. */
+#define CONN_GEN_MASK 0xffffffu
+
+struct conn {
+	int fd;
+	uint32_t flags;
+	uint32_t gen;          /* bumped on free (CONN_GEN_MASK): stale events never match */
+	uint32_t idx;          /* slot index in the worker's table */
+	uint32_t q_head;       /* buffer queue (bufpool ids), BUF_NONE if empty */
+	uint32_t q_tail;
+	uint32_t pending;      /* bytes queued, not yet sent */
+	uint32_t nbufs;        /* buffers held in the queue */
+	struct ilink lru;      /* the worker's idle list, least recent first */
+	struct ilink wait;     /* a backend's wait/ready list */
+	uint32_t bstate;       /* backend's private state bits */
+	uint64_t last_active;  /* worker clock, ms */
+};
+
+/* Queue len bytes received into buffer bid at offset off.  Takes the
+ * buffer (it returns to the pool once sent); if the tail buffer has room
+ * for a small segment, the bytes are copied there and bid is released at
+ * once.  Bytes read after the write side was shut are discarded. */
+void conn_received(struct worker *w, struct conn *c, uint32_t bid,
+		   uint32_t off, uint32_t len);
+
+/* Room after the tail buffer's bytes (for a backend that reads into
+ * memory it chooses): sets *bid and *off and returns the bytes free, or 0
+ * when a new buffer is needed. */
+uint32_t conn_tail_room(struct worker *w, struct conn *c, uint32_t *bid, uint32_t *off);
+
+/* As conn_received(), for n bytes read straight into the tail room. */
+void conn_received_tail(struct worker *w, struct conn *c, uint32_t n);
+
+/* Fill iov with the unsent bytes, head first, at most max entries.
+ * Returns the number of entries (0 if nothing is pending). */
+int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int max);
+
+/* n bytes of the queue's head were sent: buffers fully sent go back to
+ * the pool (through the backend's release hook). */
+void conn_sent(struct worker *w, struct conn *c, uint32_t n);
+
+/* The peer shut its write side (read returned 0). */
+void conn_eof(struct worker *w, struct conn *c);
+
+/* The write side is shut (shutdown(SHUT_WR) done or failed). */
+void conn_shut_done(struct worker *w, struct conn *c);
+
+/* An I/O error (-errno) or an abort: the connection is to be closed. */
+void conn_fail(struct worker *w, struct conn *c, int err);
+
+/* What the backend must do next (CONN_NEXT_* bits). Also updates the
+ * backpressure state and its counters. */
+unsigned conn_next(struct worker *w, struct conn *c);
+
+/* Whether the connection may read now (part of conn_next). */
+bool conn_want_read(struct worker *w, struct conn *c);
+
+#endif

@@ -1,0 +1,441 @@
+/* control.c - the main thread; see control.h */
+#include "control.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "listen.h"
+#include "log.h"
+#include "worker.h"
+
+struct control {
+	struct echod_config cfg;           /* the running configuration */
+	const struct backend_ops *ops;
+	unsigned nworkers;
+	struct worker *workers;
+	struct worker_counters *ctr;       /* one per worker, cache-line apart */
+	struct echod_shared shared;
+	struct listen_set *sets;           /* one, or one per worker (SO_REUSEPORT) */
+	unsigned nsets;
+	int sigfd;
+	int exit_fd;
+	uint64_t reloads, reload_failures;
+	bool stopping;
+};
+
+static uint64_t monotonic_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void notify_status(struct control *ctl, const char *what)
+{
+	uint32_t n = atomic_load_explicit(&ctl->shared.nconns, memory_order_relaxed);
+
+	sd_notifyf(0, "STATUS=%s: backend %s, %u worker%s, %u connection%s, %llu reload%s",
+		   what, ctl->ops->name, ctl->nworkers, ctl->nworkers == 1 ? "" : "s",
+		   n, n == 1 ? "" : "s", (unsigned long long)ctl->reloads,
+		   ctl->reloads == 1 ? "" : "s");
+}
+
+static void log_config_errors(const struct config_errors *errs)
+{
+	unsigned kept = errs->n < CONFIG_MAX_ERRORS ? errs->n : CONFIG_MAX_ERRORS;
+
+	for (unsigned i = 0; i < kept; i++)
+		log_error("%s", errs->msg[i]);
+	if (errs->n > kept)
+		log_error("... and %u more error(s)", errs->n - kept);
+}
+
+/* Raise the soft fd limit to the hard one: a connection is an fd. */
+static void raise_fd_limit(const struct echod_config *cfg)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_errno(LOG_WARNING, errno, "getrlimit RLIMIT_NOFILE");
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_errno(LOG_WARNING, errno, "setrlimit RLIMIT_NOFILE %llu",
+				  (unsigned long long)rl.rlim_max);
+		else
+			log_debug("raised the open file limit from %llu to %llu",
+				  (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)cfg->max_connections + 64)
+		log_notice("open file limit %llu is below max_connections %u: "
+			   "accepts will pause when it is reached (LimitNOFILE= raises it)",
+			   (unsigned long long)rl.rlim_cur, cfg->max_connections);
+}
+
+/* ---- listeners ---- */
+
+static int setup_listeners(struct control *ctl)
+{
+	int n;
+
+	ctl->sets = calloc(ctl->nworkers, sizeof(*ctl->sets));
+	if (!ctl->sets)
+		return -ENOMEM;
+	for (unsigned i = 0; i < ctl->nworkers; i++)
+		listen_set_init(&ctl->sets[i]);
+	n = listen_adopt(&ctl->sets[0]);
+	if (n < 0)
+		return n;
+	if (n > 0) {
+		ctl->nsets = 1;
+		log_info("socket activation: adopted %d listener%s", n, n == 1 ? "" : "s");
+		return 0;
+	}
+	if (ctl->sets[0].metrics_fd >= 0)
+		log_info("socket activation: metrics socket only; binding the echo listeners");
+	/* one socket per worker lets the kernel spread connections */
+	ctl->nsets = ctl->nworkers;
+	for (unsigned i = 0; i < ctl->nsets; i++) {
+		int err = listen_bind(&ctl->sets[i], &ctl->cfg, ctl->nworkers > 1);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void close_listeners(struct control *ctl)
+{
+	if (!ctl->sets)
+		return;
+	for (unsigned i = 0; i < ctl->nsets; i++)
+		listen_close_own(&ctl->sets[i]);
+	free(ctl->sets);
+	ctl->sets = NULL;
+}
+
+static void describe_listeners(struct control *ctl, char *buf, size_t len)
+{
+	const struct listen_set *ls = &ctl->sets[0];
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < ls->n && off < len; i++) {
+		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "", ls->l[i].name);
+
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+}
+
+/* ---- workers ---- */
+
+/* Start the workers in order; *started counts those running. */
+static int start_workers(struct control *ctl, unsigned *started)
+{
+	struct worker_params params;
+
+	worker_params_from_config(&params, &ctl->cfg);
+	for (unsigned i = 0; i < ctl->nworkers; i++) {
+		struct worker *w = &ctl->workers[i];
+		const struct listen_set *ls = &ctl->sets[ctl->nsets == 1 ? 0 : i];
+		int err;
+
+		w->id = i;
+		w->core = ctl->cfg.n_cores ? ctl->cfg.cores[i] : -1;
+		w->ops = ctl->ops;
+		w->shared = &ctl->shared;
+		w->ctr = &ctl->ctr[i];
+		w->exit_fd = ctl->exit_fd;
+		w->n_listen = ls->n;
+		for (unsigned j = 0; j < ls->n; j++)
+			w->listen_fds[j] = ls->l[j].fd;
+		w->shared_listeners = ctl->nsets == 1 && ctl->nworkers > 1;
+		w->buffer_count = ctl->cfg.buffer_count;
+		w->buffer_size = ctl->cfg.buffer_size;
+		w->conn_cap = CONFIG_MAX_CONNECTIONS_MAX;
+		w->params = params;
+		err = worker_setup(w);
+		if (err) {
+			log_errno(LOG_ERR, err, "worker %u: eventfd", i);
+			return err;
+		}
+		err = worker_start(w);
+		if (err) {
+			log_error("worker %u: %s", i, w->init_error);
+			worker_teardown(w);
+			return err;
+		}
+		(*started)++;
+	}
+	return 0;
+}
+
+/* Drain and join the first n workers. */
+static int stop_workers(struct control *ctl, unsigned n)
+{
+	int status = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		worker_post_stop(&ctl->workers[i]);
+	for (unsigned i = 0; i < n; i++) {
+		int err = worker_join(&ctl->workers[i]);
+
+		if (err) {
+			log_errno(LOG_ERR, err, "worker %u ended with an error", i);
+			status = 1;
+		}
+		worker_teardown(&ctl->workers[i]);
+	}
+	return status;
+}
+
+/* ---- reload ---- */
+
+static void name_unapplied(unsigned changed)
+{
+	static const struct { unsigned bit; const char *what; } later[] = {
+		{ CONFIG_CHANGED_BACKEND, "backend" },
+		{ CONFIG_CHANGED_LISTEN, "port/listen/backlog" },
+		{ CONFIG_CHANGED_BUFFERS, "buffer_count/buffer_size" },
+		{ CONFIG_CHANGED_CORES, "core" },
+		{ CONFIG_CHANGED_METRICS, "metrics" },
+	};
+
+	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+		if (changed & later[i].bit)
+			log_warning("reload: %s changed; this takes effect at the next restart",
+				    later[i].what);
+}
+
+static void reload(struct control *ctl)
+{
+	struct echod_config next;
+	struct config_errors *errs;
+	struct worker_params params;
+	unsigned changed;
+	int err;
+
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+		   (unsigned long long)monotonic_usec(), ctl->cfg.path);
+	log_info("reload: reading %s", ctl->cfg.path);
+	errs = calloc(1, sizeof(*errs));
+	if (!errs) {
+		log_errno(LOG_ERR, ENOMEM, "reload: not reloading");
+		ctl->reload_failures++;
+		sd_notify(0, "READY=1");
+		return;
+	}
+	err = config_load(ctl->cfg.path, &next, errs);
+	if (err) {
+		log_config_errors(errs);
+		log_error("reload: configuration file %s has errors, keeping the running one",
+			  ctl->cfg.path);
+		ctl->reload_failures++;
+		free(errs);
+		sd_notify(0, "READY=1");
+		notify_status(ctl, "serving (last reload failed)");
+		return;
+	}
+	free(errs);
+	changed = config_diff(&ctl->cfg, &next);
+	/* what applies live */
+	next.backend = ctl->cfg.backend;    /* keep the rest as running */
+	if (changed & CONFIG_CHANGED_LOG_LEVEL)
+		log_set_level(next.log_level);
+	atomic_store_explicit(&ctl->shared.max_connections, next.max_connections,
+			      memory_order_relaxed);
+	worker_params_from_config(&params, &next);
+	for (unsigned i = 0; i < ctl->nworkers; i++)
+		worker_post_params(&ctl->workers[i], &params);
+	name_unapplied(changed);
+	/* settings not applied stay as running, so the next diff names them again */
+	memcpy(next.listen, ctl->cfg.listen, sizeof(next.listen));
+	next.n_listen = ctl->cfg.n_listen;
+	next.port = ctl->cfg.port;
+	next.backlog = ctl->cfg.backlog;
+	next.buffer_count = ctl->cfg.buffer_count;
+	next.buffer_size = ctl->cfg.buffer_size;
+	memcpy(next.cores, ctl->cfg.cores, sizeof(next.cores));
+	next.n_cores = ctl->cfg.n_cores;
+	next.metrics = ctl->cfg.metrics;
+	ctl->cfg = next;
+	ctl->reloads++;
+	log_info("reload: configuration applied (log_level %s, max_connections %u, "
+		 "idle_timeout %u s, max_pending %u, shutdown_timeout %u s)",
+		 config_log_level_name(next.log_level), next.max_connections,
+		 next.idle_timeout, next.max_pending, next.shutdown_timeout);
+	sd_notify(0, "READY=1");
+	notify_status(ctl, "serving");
+}
+
+/* ---- signals ---- */
+
+static int setup_signals(struct control *ctl)
+{
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigset_t set;
+	int err;
+
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGPIPE, &sa, NULL) < 0)
+		return -errno;
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	/* blocked before any thread starts, so every thread inherits it */
+	err = pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (err)
+		return -err;
+	ctl->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (ctl->sigfd < 0)
+		return -errno;
+	return 0;
+}
+
+/* Read pending signals; returns true when asked to stop. */
+static bool handle_signals(struct control *ctl)
+{
+	struct signalfd_siginfo si;
+	bool stop = false;
+
+	while (read(ctl->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGHUP:
+			if (!ctl->stopping)
+				reload(ctl);
+			break;
+		case SIGTERM:
+		case SIGINT:
+			if (!ctl->stopping)
+				log_info("received %s from pid %u, stopping",
+					 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", si.ssi_pid);
+			stop = true;
+			break;
+		}
+	}
+	return stop;
+}
+
+static int serve(struct control *ctl)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = ctl->sigfd, .events = POLLIN },
+		{ .fd = ctl->exit_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_errno(LOG_ERR, errno, "poll");
+			return 1;
+		}
+		if ((pfd[0].revents & POLLIN) && handle_signals(ctl))
+			return 0;
+		if (pfd[1].revents & POLLIN) {
+			log_error("a worker stopped unexpectedly, exiting");
+			return 1;
+		}
+	}
+}
+
+int control_run(const struct echod_config *cfg)
+{
+	struct control *ctl;
+	char why[256], where[1024];
+	unsigned started = 0;
+	int status = 1, err;
+
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl) {
+		log_errno(LOG_ERR, ENOMEM, "calloc");
+		return 1;
+	}
+	ctl->cfg = *cfg;
+	ctl->sigfd = ctl->exit_fd = -1;
+	ctl->nworkers = cfg->n_cores ? cfg->n_cores : 1;
+	atomic_store(&ctl->shared.nconns, 0);
+	atomic_store(&ctl->shared.max_connections, cfg->max_connections);
+
+	raise_fd_limit(cfg);
+	err = setup_signals(ctl);
+	if (err) {
+		log_errno(LOG_ERR, err, "signal setup (sigaction/sigprocmask/signalfd)");
+		goto out;
+	}
+	ctl->exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (ctl->exit_fd < 0) {
+		log_errno(LOG_ERR, errno, "eventfd");
+		goto out;
+	}
+	ctl->ops = backend_select(cfg->backend, cfg, why, sizeof(why));
+	if (!ctl->ops) {
+		log_error("backend %s: %s", config_backend_name(cfg->backend), why);
+		goto out;
+	}
+	if (why[0])
+		log_notice("backend auto: using %s (%s)", ctl->ops->name, why);
+	if (setup_listeners(ctl) < 0)
+		goto out;
+	if (!ctl->sets[0].n) {
+		log_error("no echo listener: nothing to serve");
+		goto out;
+	}
+	ctl->workers = calloc(ctl->nworkers, sizeof(*ctl->workers));
+	ctl->ctr = aligned_alloc(CACHELINE, ctl->nworkers * sizeof(*ctl->ctr));
+	if (!ctl->workers || !ctl->ctr) {
+		log_errno(LOG_ERR, ENOMEM, "allocating %u workers", ctl->nworkers);
+		goto out;
+	}
+	memset(ctl->ctr, 0, ctl->nworkers * sizeof(*ctl->ctr));
+	err = start_workers(ctl, &started);
+	if (err) {
+		stop_workers(ctl, started);
+		goto out;
+	}
+
+	describe_listeners(ctl, where, sizeof(where));
+	log_info("echod %s ready: backend %s, %u worker%s, listening on %s",
+		 PACKAGE_VERSION, ctl->ops->name, ctl->nworkers,
+		 ctl->nworkers == 1 ? "" : "s", where);
+	sd_notify(0, "READY=1");
+	notify_status(ctl, "serving");
+
+	status = serve(ctl);
+	ctl->stopping = true;
+	sd_notify(0, "STOPPING=1\nSTATUS=draining connections");
+	log_info("draining %u connection(s), deadline %u s",
+		 atomic_load(&ctl->shared.nconns), ctl->cfg.shutdown_timeout);
+	if (stop_workers(ctl, ctl->nworkers))
+		status = 1;
+	log_info("stopped");
+out:
+	close_listeners(ctl);
+	if (ctl->exit_fd >= 0)
+		close(ctl->exit_fd);
+	if (ctl->sigfd >= 0)
+		close(ctl->sigfd);
+	free(ctl->workers);
+	free(ctl->ctr);
+	free(ctl);
+	return status;
+}

@@ -1,0 +1,57 @@
+/* listen.h - listening sockets: adopted from systemd or bound by echod.
+ *
+ * Socket activation: fds passed by the service manager (LISTEN_PID,
+ * LISTEN_FDS, LISTEN_FDNAMES, read with sd_listen_fds_with_names()) are
+ * validated with sd_is_socket_inet() (SOCK_STREAM, listening).  An fd named
+ * "metrics" is the metrics endpoint's; every other inet stream listener
+ * is an echo listener.  Inherited sockets are never closed, shutdown() or
+ * re-listen()ed until exit; the LISTEN_* variables are unset once read.
+ */
+#ifndef ECHOD_LISTEN_H
+#define ECHOD_LISTEN_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+#define LISTEN_MAX 64
+
+struct listener {
+	int fd;
+	bool inherited;          /* from the service manager: never close */
+	int family;              /* AF_INET or AF_INET6 */
+	char name[64];           /* "127.0.0.1:7", "[::1]:7" */
+};
+
+struct listen_set {
+	unsigned n;                    /* echo listeners */
+	struct listener l[LISTEN_MAX];
+	int metrics_fd;                /* inherited metrics listener, or -1 */
+	bool activated;                /* fds came from the service manager */
+};
+
+/* Initialise ls to empty (metrics_fd = -1). */
+void listen_set_init(struct listen_set *ls);
+
+/* Adopt socket-activated fds, if any.  Returns the number of echo
+ * listeners adopted (0 when not socket-activated) or -errno; an fd that
+ * is not a listening inet stream socket is an error (-EINVAL, logged
+ * with its number and name), as are malformed LISTEN_* variables
+ * (-EINVAL, -ERANGE, -EBADF), more than LISTEN_MAX listeners (-EMFILE)
+ * and two "metrics" fds; on error nothing is adopted. */
+int listen_adopt(struct listen_set *ls);
+
+/* Bind and listen on every address of cfg (with SO_REUSEADDR, and
+ * IPV6_V6ONLY on IPv6 so "0.0.0.0" and "::" can coexist), appending to ls.
+ * reuseport sets SO_REUSEPORT (one socket per worker).  Non-blocking and
+ * close-on-exec.  Returns 0 or -errno (logged, naming the syscall and the
+ * address); on error the sockets bound by this call are closed. */
+int listen_bind(struct listen_set *ls, const struct echod_config *cfg, bool reuseport);
+
+/* Close the listeners echod bound itself; inherited ones stay open. */
+void listen_close_own(struct listen_set *ls);
+
+/* Format "addr:port" / "[addr]:port" of a bound socket into buf. */
+void listen_sockname(int fd, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,190 @@
+/* worker.h - one event loop: its connections, buffers, clock, counters,
+ * and the services every backend uses (accept policy, idle timeouts,
+ * drain, control messages from the main thread).
+ *
+ * A worker runs in its own thread, pinned to its core when configured.
+ * Everything in struct worker belongs to that thread, except the control
+ * block (ctl_*), written by the main thread under ctl_lock, and the
+ * counters, read (relaxed) by the metrics endpoint.
+ */
+#ifndef ECHOD_WORKER_H
+#define ECHOD_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bufpool.h"
+#include "config.h"
+#include "conn.h"
+#include "listen.h"
+
+#define CACHELINE 64
+
+/* Counters of one worker: written by its thread only (relaxed stores),
+ * summed by readers.  One cache line apart from any other worker's. */
+enum worker_op { WOP_ACCEPT, WOP_RECV, WOP_SEND, WOP_SHUTDOWN, WOP_CLOSE, WOP_CANCEL, WOP__COUNT };
+enum accept_err { AERR_EMFILE, AERR_ENFILE, AERR_ENOBUFS, AERR_ENOMEM, AERR_OTHER, AERR__COUNT };
+
+struct worker_counters {
+	_Atomic uint64_t accepted;           /* connections accepted and served */
+	_Atomic uint64_t rejected;           /* closed at once at max_connections */
+	_Atomic uint64_t closed;             /* connections closed */
+	_Atomic uint64_t bytes_received;
+	_Atomic uint64_t bytes_sent;
+	_Atomic uint64_t bytes_discarded;    /* read after our write side was shut (drain) */
+	_Atomic uint64_t idle_timeouts;
+	_Atomic uint64_t backpressure_pauses;
+	_Atomic uint64_t conn_errors;        /* connections closed on an I/O error */
+	_Atomic uint64_t accept_errors[AERR__COUNT];
+	_Atomic uint64_t op_errors[WOP__COUNT];   /* failed syscalls / CQEs, by op */
+	_Atomic uint64_t buf_exhausted;      /* reads that found no free buffer */
+	_Atomic uint64_t cq_overflow;        /* io_uring only */
+	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
+	_Atomic uint64_t current;            /* connections open now */
+} __attribute__((aligned(CACHELINE)));
+
+static inline void ctr_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static inline uint64_t ctr_get(_Atomic uint64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Settings a worker applies live (from the main thread, on reload). */
+struct worker_params {
+	uint32_t max_pending;       /* backpressure cap, bytes */
+	uint32_t idle_timeout_ms;   /* 0 = never */
+	uint32_t shutdown_ms;       /* drain deadline */
+};
+
+/* State shared by all workers: the exact max_connections count. */
+struct echod_shared {
+	_Atomic uint32_t nconns __attribute__((aligned(CACHELINE)));
+	_Atomic uint32_t max_connections;
+};
+
+enum worker_state { WORKER_RUNNING, WORKER_DRAINING, WORKER_DONE };
+
+struct backend_ops;
+
+struct worker {
+	/* set up by the main thread before the thread starts */
+	unsigned id;
+	int core;                           /* -1: not pinned */
+	const struct backend_ops *ops;
+	struct echod_shared *shared;
+	struct worker_counters *ctr;
+	int listen_fds[LISTEN_MAX];
+	unsigned n_listen;
+	bool shared_listeners;              /* other workers watch the same fds */
+	uint32_t buffer_count, buffer_size;
+	uint32_t conn_cap;                  /* slots reserved (max_connections range) */
+	struct worker_params params;
+	int exit_fd;                        /* eventfd the thread writes when run() ends */
+
+	/* owned by the worker thread */
+	void *be;                           /* backend state */
+	struct bufpool pool;
+	void (*buf_release)(struct worker *w, uint32_t bid); /* set by backend */
+	struct conn *conns;                 /* conn_cap slots, touched as used */
+	size_t conns_maplen;
+	uint32_t conn_hw;                   /* slots ever used */
+	uint32_t conn_free;                 /* free list head (via lru.next) */
+	uint32_t nconns;
+	struct ilist lru;                   /* open connections, least recently active first */
+	uint32_t max_bufs;                  /* per connection, from max_pending */
+	uint64_t now_ms;                    /* monotonic, updated by worker_clock */
+	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
+	uint64_t drain_deadline_ms;
+	enum worker_state state;
+	bool accepting;                     /* backend has accepts armed */
+
+	/* control block: main thread -> worker */
+	int ctl_fd;                         /* eventfd, readable when ctl_* changed */
+	pthread_mutex_t ctl_lock;
+	bool ctl_has_params;
+	bool ctl_stop;
+	struct worker_params ctl_params;
+
+	/* thread plumbing */
+	pthread_t thread;
+	int init_status;                    /* 0, or -errno from init */
+	char init_error[256];
+	int exit_status;
+};
+
+#define CONN_IDX_NONE UINT32_MAX
+
+/* --- main thread side --- */
+
+/* Prepare w (ctl eventfd, lock).  0 or -errno. */
+int worker_setup(struct worker *w);
+/* Start the thread: it pins itself, allocates, runs the backend's init
+ * and reports through init_status before serving.  Returns once init is
+ * done: 0 (serving) or -errno (thread joined, init_error says why). */
+int worker_start(struct worker *w);
+/* New live parameters (applied by the worker at its next wake-up). */
+void worker_post_params(struct worker *w, const struct worker_params *p);
+/* Ask the worker to drain and exit. */
+void worker_post_stop(struct worker *w);
+/* Join the thread; returns its exit status. */
+int worker_join(struct worker *w);
+void worker_teardown(struct worker *w);
+
+/* Parameters derived from a config. */
+void worker_params_from_config(struct worker_params *p, const struct echod_config *cfg);
+
+/* --- backend side: called from the worker thread --- */
+
+/* Refresh now_ms (cheap: CLOCK_MONOTONIC_COARSE). */
+void worker_clock(struct worker *w);
+
+/* A connection was accepted on fd: returns its slot, or NULL when
+ * max_connections is reached or the worker drains (fd is then closed and
+ * counted).  Sets TCP_NODELAY. */
+struct conn *worker_conn_new(struct worker *w, int fd);
+/* Close bookkeeping: releases the queue's buffers, unlinks, bumps gen,
+ * frees the slot.  The backend closed (or will close) c->fd itself. */
+void worker_conn_free(struct worker *w, struct conn *c);
+/* Slot lookup by index and generation (stale -> NULL). */
+struct conn *worker_conn_get(struct worker *w, uint32_t idx, uint32_t gen);
+/* Activity on c: moves it to the idle list's tail. */
+void worker_conn_touch(struct worker *w, struct conn *c);
+
+/* accept() failed with -err: counts it and pauses accepting when it is a
+ * resource shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM).  Returns true if
+ * accepting must pause (the backend disarms until worker_accept_allowed). */
+bool worker_accept_error(struct worker *w, int err);
+/* Whether accepting is allowed now (not paused, not draining). */
+bool worker_accept_allowed(struct worker *w);
+
+/* Time the loop may sleep before worker_tick must run, in ms (-1 none). */
+int worker_timeout_ms(struct worker *w);
+/* Run timers: idle timeouts, the accept pause and the drain deadline;
+ * calls ops->update_conn / ops->update_accept for what changed. */
+void worker_tick(struct worker *w);
+
+/* The ctl eventfd was readable: apply params / start draining. */
+void worker_control(struct worker *w);
+/* True once the worker has drained (or hit its deadline): run() returns. */
+bool worker_finished(struct worker *w);
+
+/* Intrusive lists of connection slots: link is offsetof(struct conn, lru)
+ * or offsetof(struct conn, wait). */
+void ilist_init(struct ilist *l);
+void ilist_push_tail(struct worker *w, struct ilist *l, struct conn *c, size_t link);
+void ilist_remove(struct worker *w, struct ilist *l, struct conn *c, size_t link);
+/* Remove and return the head, or NULL. */
+struct conn *ilist_pop(struct worker *w, struct ilist *l, size_t link);
+static inline bool ilist_empty(const struct ilist *l)
+{
+	return l->head == ILIST_NONE;
+}
+
+#endif

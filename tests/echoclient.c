@@ -1,0 +1,987 @@
+/* echoclient.c - echod test client: many connections, every byte checked.
+ *
+ * Single-threaded, non-blocking sockets on one edge-triggered epoll set.
+ * Connection I sends a deterministic byte stream: the bytes at offsets
+ * 8b..8b+7 are the little-endian splitmix64 output for counter b under a
+ * key derived from (seed, I).  The stream can be regenerated at any offset,
+ * so the reader checks what comes back against freshly generated blocks
+ * (memcmp) and the writer regenerates whatever a short write left unsent.
+ *
+ * Output: "ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z" and exit
+ * 0; "FAIL ..." and exit 1; usage errors exit 2.  With --no-read-ms a line
+ * "stalled_sent=X" comes first, with --hold a line "hold_closed=N" (the
+ * connections the peer closed during the hold).  elapsed_ms does not
+ * include the hold.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <endian.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF_SIZE      (256 * 1024)      /* one read, checked at once */
+#define STEP_BUDGET    (1024 * 1024)     /* bytes moved per turn, for fairness */
+#define MAX_EVENTS     1024
+#define GOLDEN         UINT64_C(0x9e3779b97f4a7c15)
+
+enum mode { MODE_STREAM, MODE_PINGPONG };
+
+enum cstate {
+	C_IDLE = 0,       /* not connected yet */
+	C_CONNECTING,
+	C_ACTIVE,
+	C_DONE,           /* succeeded; fd still open while held */
+	C_CLOSED,         /* succeeded, fd closed */
+};
+
+struct conn {
+	int fd;
+	uint8_t state;
+	bool r_ready;      /* edge-triggered: readable until EAGAIN */
+	bool w_ready;
+	bool wr_shut;
+	bool in_ready;     /* queued on the ready list */
+	uint32_t idx;
+	uint64_t key;      /* payload generator key */
+	uint64_t total;    /* bytes to send */
+	uint64_t limit;    /* bytes to send before stopping (--rst-after) */
+	uint64_t sent;
+	uint64_t received;
+	uint64_t chunk_end;  /* pingpong: end of the chunk in flight */
+	uint64_t rng;        /* chunk sizes */
+};
+
+static struct {
+	const char *host;
+	int port;
+	unsigned long conns;
+	uint64_t bytes;
+	uint64_t min, max;
+	bool have_bytes, have_min, have_max;
+	uint64_t seed;
+	uint64_t chunk;
+	bool random_chunks;
+	enum mode mode;
+	bool mode_given;
+	long no_read_ms;
+	bool half_close;
+	bool rst;
+	uint64_t rst_after;
+	bool expect_close;
+	long hold_ms;
+	unsigned long connect_rate;  /* per ms, 0 = unlimited */
+	double timeout_s;
+} opt = {
+	.host = "127.0.0.1",
+	.port = -1,
+	.conns = 1,
+	.seed = 1,
+	.chunk = 64 * 1024,
+	.mode = MODE_STREAM,
+	.timeout_s = 60,
+};
+
+static struct conn *conns;
+static int epfd;
+static struct sockaddr_storage dst;
+static socklen_t dstlen;
+static uint8_t *wbuf, *rbuf, *ebuf;
+static uint32_t *readyq;             /* ring of conn indices */
+static size_t rq_head, rq_len;
+static unsigned long n_started, n_finished;
+static uint64_t t_start, t_stall_end, t_deadline;
+static bool stalled;
+static unsigned long hold_closed;
+
+static const char *prog = "echoclient";
+
+/* ---------------------------------------------------------------- utils */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("FAIL ", stdout);
+	va_start(ap, fmt);
+	vfprintf(stdout, fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+	exit(1);
+}
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help'.\n", prog);
+	exit(2);
+}
+
+static const char *errname(int e)
+{
+	const char *n = strerrorname_np(e);
+
+	return n ? n : "E?";
+}
+
+/* ------------------------------------------------------------ generator */
+
+static inline uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* Block b of the stream under key: splitmix64 output number b + 1. */
+static inline uint64_t gen_block(uint64_t key, uint64_t b)
+{
+	return htole64(mix64(key + (b + 1) * GOLDEN));
+}
+
+static uint64_t conn_key(uint64_t seed, uint64_t i)
+{
+	return mix64(mix64(seed ^ UINT64_C(0x6a09e667f3bcc908)) + mix64(i + GOLDEN));
+}
+
+/* Write len bytes of the stream of key from offset off into dst. */
+static void fill_pattern(uint8_t *d, uint64_t key, uint64_t off, size_t len)
+{
+	uint64_t b = off >> 3;
+	unsigned skip = (unsigned)(off & 7);
+	uint64_t v;
+
+	if (len == 0)
+		return;
+	if (skip) {
+		size_t n = 8 - skip < len ? 8 - skip : len;
+
+		v = gen_block(key, b++);
+		memcpy(d, (uint8_t *)&v + skip, n);
+		d += n;
+		len -= n;
+	}
+	while (len >= 32) {
+		uint64_t v0 = gen_block(key, b), v1 = gen_block(key, b + 1);
+		uint64_t v2 = gen_block(key, b + 2), v3 = gen_block(key, b + 3);
+
+		memcpy(d, &v0, 8);
+		memcpy(d + 8, &v1, 8);
+		memcpy(d + 16, &v2, 8);
+		memcpy(d + 24, &v3, 8);
+		b += 4;
+		d += 32;
+		len -= 32;
+	}
+	while (len >= 8) {
+		v = gen_block(key, b++);
+		memcpy(d, &v, 8);
+		d += 8;
+		len -= 8;
+	}
+	if (len) {
+		v = gen_block(key, b);
+		memcpy(d, &v, len);
+	}
+}
+
+/* xorshift64* for chunk sizes */
+static inline uint64_t rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * UINT64_C(0x2545f4914f6cdd1d);
+}
+
+/* ------------------------------------------------------------- options */
+
+/* Parse an unsigned count with an optional binary suffix k/m/g. */
+static bool parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (*s == '\0' || *s == '-' || *s == '+')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	default: return false;
+	}
+	if (*end != '\0')
+		return false;
+	if (shift && v > (UINT64_MAX >> shift))
+		return false;
+	*out = (uint64_t)v << shift;
+	return true;
+}
+
+static long parse_long(const char *name, const char *s, long lo, long hi)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end != '\0' || v < lo || v > hi)
+		usage_error("invalid %s '%s' (expected %ld..%ld)", name, s, lo, hi);
+	return v;
+}
+
+static uint64_t parse_size_opt(const char *name, const char *s)
+{
+	uint64_t v;
+
+	if (!parse_size(s, &v))
+		usage_error("invalid %s '%s' (expected a byte count, suffix k/m/g allowed)", name, s);
+	return v;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: %s -p PORT [OPTION]...\n"
+"Open connections to an RFC 862 echo server, send a deterministic payload on\n"
+"each and check that every byte comes back.\n"
+"\n"
+"  -H, --host ADDR        server address, IPv4 or IPv6 literal (default 127.0.0.1)\n"
+"  -p, --port N           server port (required)\n"
+"  -c, --conns N          concurrent connections (default 1)\n"
+"  -n, --bytes N          bytes each connection sends (suffix k/m/g; default 0)\n"
+"      --min N --max N    random size per connection in [min,max] instead of -n\n"
+"  -s, --seed N           payload and size seed (default 1)\n"
+"      --chunk N          max bytes per write (default 64k)\n"
+"      --random-chunks    random write sizes in [1,chunk]\n"
+"      --mode MODE        stream (full duplex, default) or pingpong\n"
+"                         (write one chunk, read it back, repeat)\n"
+"      --no-read-ms MS    do not read during the first MS ms, only write; then\n"
+"                         stream; prints stalled_sent=X\n"
+"      --half-close       shutdown(SHUT_WR) after sending, then expect every\n"
+"                         byte back followed by EOF\n"
+"      --rst-after N      send up to N bytes (reading as it goes), then close\n"
+"                         with an RST (SO_LINGER 0)\n"
+"      --expect-close     expect the server to close each connection (EOF or\n"
+"                         RST) without echoing anything\n"
+"      --hold MS          after success keep the connections open MS ms;\n"
+"                         prints hold_closed=N (closed by the peer meanwhile)\n"
+"      --connect-rate N   at most N connects per millisecond\n"
+"  -t, --timeout S        overall deadline in seconds (default 60)\n"
+"  -h, --help             this help\n"
+"\n"
+"Prints 'ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z' and exits 0,\n"
+"or prints 'FAIL ...' and exits 1; exits 2 on usage errors.\n", prog);
+}
+
+enum {
+	OPT_MIN = 256, OPT_MAX, OPT_CHUNK, OPT_RANDOM_CHUNKS, OPT_MODE,
+	OPT_NO_READ_MS, OPT_HALF_CLOSE, OPT_RST_AFTER, OPT_EXPECT_CLOSE,
+	OPT_HOLD, OPT_CONNECT_RATE,
+};
+
+static const struct option longopts[] = {
+	{ "host",          required_argument, NULL, 'H' },
+	{ "port",          required_argument, NULL, 'p' },
+	{ "conns",         required_argument, NULL, 'c' },
+	{ "bytes",         required_argument, NULL, 'n' },
+	{ "min",           required_argument, NULL, OPT_MIN },
+	{ "max",           required_argument, NULL, OPT_MAX },
+	{ "seed",          required_argument, NULL, 's' },
+	{ "chunk",         required_argument, NULL, OPT_CHUNK },
+	{ "random-chunks", no_argument,       NULL, OPT_RANDOM_CHUNKS },
+	{ "mode",          required_argument, NULL, OPT_MODE },
+	{ "no-read-ms",    required_argument, NULL, OPT_NO_READ_MS },
+	{ "half-close",    no_argument,       NULL, OPT_HALF_CLOSE },
+	{ "rst-after",     required_argument, NULL, OPT_RST_AFTER },
+	{ "expect-close",  no_argument,       NULL, OPT_EXPECT_CLOSE },
+	{ "hold",          required_argument, NULL, OPT_HOLD },
+	{ "connect-rate",  required_argument, NULL, OPT_CONNECT_RATE },
+	{ "timeout",       required_argument, NULL, 't' },
+	{ "help",          no_argument,       NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void parse_args(int argc, char **argv)
+{
+	int ch;
+	char *end;
+
+	while ((ch = getopt_long(argc, argv, "H:p:c:n:s:t:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'H':
+			opt.host = optarg;
+			break;
+		case 'p':
+			opt.port = (int)parse_long("port", optarg, 1, 65535);
+			break;
+		case 'c':
+			opt.conns = (unsigned long)parse_long("connection count", optarg, 1, 10000000);
+			break;
+		case 'n':
+			opt.bytes = parse_size_opt("byte count", optarg);
+			opt.have_bytes = true;
+			break;
+		case OPT_MIN:
+			opt.min = parse_size_opt("--min", optarg);
+			opt.have_min = true;
+			break;
+		case OPT_MAX:
+			opt.max = parse_size_opt("--max", optarg);
+			opt.have_max = true;
+			break;
+		case 's':
+			errno = 0;
+			opt.seed = strtoull(optarg, &end, 0);
+			if (errno || end == optarg || *end != '\0' || *optarg == '-')
+				usage_error("invalid seed '%s'", optarg);
+			break;
+		case OPT_CHUNK:
+			opt.chunk = parse_size_opt("--chunk", optarg);
+			if (opt.chunk < 1 || opt.chunk > 64 * 1024 * 1024)
+				usage_error("--chunk must be in 1..64M");
+			break;
+		case OPT_RANDOM_CHUNKS:
+			opt.random_chunks = true;
+			break;
+		case OPT_MODE:
+			if (strcmp(optarg, "stream") == 0)
+				opt.mode = MODE_STREAM;
+			else if (strcmp(optarg, "pingpong") == 0)
+				opt.mode = MODE_PINGPONG;
+			else
+				usage_error("invalid mode '%s' (stream or pingpong)", optarg);
+			opt.mode_given = true;
+			break;
+		case OPT_NO_READ_MS:
+			opt.no_read_ms = parse_long("--no-read-ms", optarg, 0, 86400000);
+			break;
+		case OPT_HALF_CLOSE:
+			opt.half_close = true;
+			break;
+		case OPT_RST_AFTER:
+			opt.rst_after = parse_size_opt("--rst-after", optarg);
+			opt.rst = true;
+			break;
+		case OPT_EXPECT_CLOSE:
+			opt.expect_close = true;
+			break;
+		case OPT_HOLD:
+			opt.hold_ms = parse_long("--hold", optarg, 0, 86400000);
+			break;
+		case OPT_CONNECT_RATE:
+			opt.connect_rate = (unsigned long)parse_long("--connect-rate", optarg, 1, 10000000);
+			break;
+		case 't':
+			errno = 0;
+			opt.timeout_s = strtod(optarg, &end);
+			if (errno || end == optarg || *end != '\0' || !(opt.timeout_s > 0) ||
+			    opt.timeout_s > 86400 * 365)
+				usage_error("invalid timeout '%s'", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			exit(2);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (opt.port < 0)
+		usage_error("--port is required");
+	if (opt.have_min != opt.have_max)
+		usage_error("--min and --max go together");
+	if (opt.have_min && opt.have_bytes)
+		usage_error("--bytes and --min/--max exclude each other");
+	if (opt.have_min && opt.min > opt.max)
+		usage_error("--min is above --max");
+	if (opt.no_read_ms && opt.mode == MODE_PINGPONG)
+		usage_error("--no-read-ms works in stream mode only");
+	if (opt.half_close + opt.rst + opt.expect_close > 1)
+		usage_error("--half-close, --rst-after and --expect-close exclude each other");
+}
+
+static void resolve(void)
+{
+	struct addrinfo hints, *res;
+	char host[256], port[16];
+	const char *h = opt.host;
+	size_t len = strlen(h);
+	int rc;
+
+	/* accept "[::1]" as well as "::1" */
+	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
+		if (len - 2 >= sizeof(host))
+			usage_error("invalid host '%s'", opt.host);
+		memcpy(host, h + 1, len - 2);
+		host[len - 2] = '\0';
+		h = host;
+	}
+	snprintf(port, sizeof(port), "%d", opt.port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	rc = getaddrinfo(h, port, &hints, &res);
+	if (rc != 0)
+		usage_error("invalid host '%s': %s (an IPv4 or IPv6 literal is expected)",
+			    opt.host, gai_strerror(rc));
+	memcpy(&dst, res->ai_addr, res->ai_addrlen);
+	dstlen = res->ai_addrlen;
+	freeaddrinfo(res);
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void ready_push(struct conn *c)
+{
+	if (c->in_ready)
+		return;
+	c->in_ready = true;
+	readyq[(rq_head + rq_len) % opt.conns] = c->idx;
+	rq_len++;
+}
+
+static struct conn *ready_pop(void)
+{
+	struct conn *c = &conns[readyq[rq_head]];
+
+	rq_head = (rq_head + 1) % opt.conns;
+	rq_len--;
+	c->in_ready = false;
+	return c;
+}
+
+static void conn_finish(struct conn *c)
+{
+	n_finished++;
+	if (opt.hold_ms > 0 && c->fd >= 0) {
+		c->state = C_DONE;
+		return;
+	}
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	c->state = C_CLOSED;
+}
+
+static void conn_rst_close(struct conn *c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+		fail("conn=%u setsockopt(SO_LINGER): %s (%s)", c->idx, errname(errno), strerror(errno));
+	close(c->fd);
+	c->fd = -1;
+	n_finished++;
+	c->state = C_CLOSED;
+}
+
+static void conn_start(struct conn *c)
+{
+	struct epoll_event ev;
+	int one = 1;
+	int fd;
+
+	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fail("conn=%u socket: %s (%s)", c->idx, errname(errno), strerror(errno));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fd = fd;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+	ev.data.u32 = c->idx;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		fail("conn=%u epoll_ctl: %s (%s)", c->idx, errname(errno), strerror(errno));
+	n_started++;
+	if (connect(fd, (struct sockaddr *)&dst, dstlen) == 0) {
+		c->state = C_ACTIVE;
+		c->r_ready = c->w_ready = true;
+		ready_push(c);
+		return;
+	}
+	if (errno != EINPROGRESS)
+		fail("conn=%u connect: %s (%s)", c->idx, errname(errno), strerror(errno));
+	c->state = C_CONNECTING;
+}
+
+/* Check n bytes just read into rbuf against the stream. */
+static void check_bytes(struct conn *c, size_t n)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		size_t len = n - off > RBUF_SIZE ? RBUF_SIZE : n - off;
+
+		fill_pattern(ebuf, c->key, c->received + off, len);
+		if (memcmp(rbuf + off, ebuf, len) != 0) {
+			size_t k = 0;
+
+			while (rbuf[off + k] == ebuf[k])
+				k++;
+			fail("conn=%u offset=%" PRIu64 " expected=0x%02x got=0x%02x",
+			     c->idx, c->received + off + k, ebuf[k], rbuf[off + k]);
+		}
+		off += len;
+	}
+}
+
+/* The peer closed (EOF or reset) while we were holding a finished conn. */
+static void held_closed(struct conn *c)
+{
+	hold_closed++;
+	close(c->fd);
+	c->fd = -1;
+	c->state = C_CLOSED;
+}
+
+/* A held connection got an event: anything but EOF/RST is an error. */
+static void conn_held_event(struct conn *c)
+{
+	ssize_t n;
+
+	if (c->fd < 0 || c->wr_shut)    /* half-closed conns already saw EOF */
+		return;
+	n = recv(c->fd, rbuf, RBUF_SIZE, 0);
+	if (n > 0)
+		fail("conn=%u extra bytes: %zd after all %" PRIu64 " came back",
+		     c->idx, n, c->received);
+	if (n == 0 || errno == ECONNRESET || errno == EPIPE)
+		held_closed(c);
+	else if (errno != EAGAIN && errno != EINTR)
+		fail("conn=%u recv: %s (%s)", c->idx, errname(errno), strerror(errno));
+}
+
+static void conn_connected(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err == 0) {
+		c->state = C_ACTIVE;
+		c->r_ready = c->w_ready = true;
+		return;
+	}
+	if (opt.expect_close && (err == ECONNRESET || err == EPIPE)) {
+		close(c->fd);
+		c->fd = -1;
+		n_finished++;
+		c->state = C_CLOSED;
+		return;
+	}
+	fail("conn=%u connect: %s (%s)", c->idx, errname(err), strerror(err));
+}
+
+/* Size of the next write. */
+static uint64_t next_chunk(struct conn *c)
+{
+	if (opt.random_chunks)
+		return 1 + rng_next(&c->rng) % opt.chunk;
+	return opt.chunk;
+}
+
+/* Do what the connection can do until it would block or its turn ends. */
+static void conn_step(struct conn *c)
+{
+	uint64_t budget = STEP_BUDGET;
+	bool reading = !stalled;
+
+	if (c->state == C_CONNECTING) {
+		conn_connected(c);
+		if (c->state != C_ACTIVE)
+			return;
+	}
+	if (c->state == C_DONE) {
+		conn_held_event(c);
+		return;
+	}
+	if (c->state != C_ACTIVE)
+		return;
+
+	for (;;) {
+		bool progress = false;
+
+		/* --- write */
+		if (c->w_ready && c->sent < c->limit &&
+		    !(opt.mode == MODE_PINGPONG && c->received < c->sent && c->sent == c->chunk_end)) {
+			uint64_t want;
+			ssize_t n;
+
+			if (opt.mode == MODE_PINGPONG) {
+				if (c->sent == c->chunk_end) {
+					c->chunk_end = c->sent + next_chunk(c);
+					if (c->chunk_end > c->limit)
+						c->chunk_end = c->limit;
+				}
+				want = c->chunk_end - c->sent;
+			} else {
+				want = next_chunk(c);
+				if (want > c->limit - c->sent)
+					want = c->limit - c->sent;
+			}
+			fill_pattern(wbuf, c->key, c->sent, want);
+			n = send(c->fd, wbuf, want, MSG_NOSIGNAL);
+			if (n > 0) {
+				c->sent += (uint64_t)n;
+				budget = (uint64_t)n > budget ? 0 : budget - (uint64_t)n;
+				progress = true;
+			} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				c->w_ready = false;
+			} else if (n < 0 && errno == EINTR) {
+				progress = true;
+			} else if (opt.expect_close && (errno == EPIPE || errno == ECONNRESET)) {
+				close(c->fd);
+				c->fd = -1;
+				n_finished++;
+				c->state = C_CLOSED;
+				return;
+			} else {
+				fail("conn=%u send at %" PRIu64 ": %s (%s)", c->idx, c->sent,
+				     errname(errno), strerror(errno));
+			}
+		}
+
+		/* --- end of sending */
+		if (c->sent == c->limit) {
+			if (opt.rst) {
+				conn_rst_close(c);
+				return;
+			}
+			if (opt.half_close && !c->wr_shut) {
+				/* ENOTCONN: the peer reset; the read below reports it */
+				if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+					fail("conn=%u shutdown: %s (%s)", c->idx, errname(errno),
+					     strerror(errno));
+				c->wr_shut = true;
+				c->r_ready = true;
+			}
+		}
+
+		/* --- read */
+		if (reading && c->r_ready) {
+			ssize_t n = recv(c->fd, rbuf, RBUF_SIZE, 0);
+
+			if (n > 0) {
+				uint64_t avail = c->sent - c->received;
+
+				if (opt.expect_close)
+					fail("conn=%u expected close, got %zd bytes", c->idx, n);
+				if ((uint64_t)n > avail) {
+					check_bytes(c, avail);
+					fail("conn=%u extra bytes: received %" PRIu64 " of %" PRIu64
+					     " sent (%s)", c->idx, c->received + (uint64_t)n, c->sent,
+					     c->sent == c->total ? "all sent" : "more than sent so far");
+				}
+				check_bytes(c, (size_t)n);
+				c->received += (uint64_t)n;
+				budget = (uint64_t)n > budget ? 0 : budget - (uint64_t)n;
+				progress = true;
+			} else if (n == 0) {
+				if (opt.expect_close || (opt.half_close && c->received == c->total)) {
+					conn_finish(c);
+					return;
+				}
+				fail("conn=%u early EOF at %" PRIu64 " of %" PRIu64,
+				     c->idx, c->received, c->total);
+			} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				c->r_ready = false;
+			} else if (errno == EINTR) {
+				progress = true;
+			} else if (opt.expect_close && (errno == ECONNRESET || errno == EPIPE)) {
+				close(c->fd);
+				c->fd = -1;
+				n_finished++;
+				c->state = C_CLOSED;
+				return;
+			} else {
+				fail("conn=%u recv at %" PRIu64 " of %" PRIu64 ": %s (%s)", c->idx,
+				     c->received, c->total, errname(errno), strerror(errno));
+			}
+		}
+
+		/* --- done? */
+		if (!opt.half_close && !opt.expect_close && !opt.rst && c->received == c->total) {
+			conn_finish(c);
+			return;
+		}
+		if (!progress)
+			return;
+		if (budget == 0) {
+			ready_push(c);
+			return;
+		}
+	}
+}
+
+static void handle_event(const struct epoll_event *ev)
+{
+	struct conn *c = &conns[ev->data.u32];
+
+	if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->r_ready = true;
+	if (ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		c->w_ready = true;
+	conn_step(c);
+}
+
+static void fail_timeout(void)
+{
+	unsigned long i;
+
+	for (i = 0; i < opt.conns; i++) {
+		struct conn *c = &conns[i];
+
+		if (c->state == C_IDLE || c->state == C_CONNECTING || c->state == C_ACTIVE)
+			fail("timeout: conn %lu at sent=%" PRIu64 " received=%" PRIu64
+			     " (of %" PRIu64 "%s)", i, c->sent, c->received, c->total,
+			     c->state == C_IDLE ? ", not connected" :
+			     c->state == C_CONNECTING ? ", connecting" : "");
+	}
+	fail("timeout");
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void setup_conns(void)
+{
+	unsigned long i;
+
+	conns = calloc(opt.conns, sizeof(*conns));
+	readyq = calloc(opt.conns, sizeof(*readyq));
+	if (!conns || !readyq)
+		fail("out of memory");
+	for (i = 0; i < opt.conns; i++) {
+		struct conn *c = &conns[i];
+
+		c->fd = -1;
+		c->idx = (uint32_t)i;
+		c->key = conn_key(opt.seed, i);
+		c->rng = mix64(c->key ^ UINT64_C(0xa54ff53a5f1d36f1)) | 1;
+		if (opt.have_min) {
+			uint64_t span = opt.max - opt.min;
+			uint64_t r = mix64(c->key + UINT64_C(0x510e527fade682d1));
+
+			c->total = opt.min + (span == UINT64_MAX ? r : r % (span + 1));
+		} else {
+			c->total = opt.bytes;
+		}
+		if (opt.expect_close)
+			c->total = opt.have_bytes || opt.have_min ? c->total : 0;
+		c->limit = c->total;
+		if (opt.rst && opt.rst_after < c->limit)
+			c->limit = opt.rst_after;
+	}
+}
+
+static void start_more(uint64_t now)
+{
+	unsigned long allowed = opt.conns;
+
+	if (opt.connect_rate) {
+		uint64_t a = (now - t_start + 1) * opt.connect_rate;
+
+		allowed = a < opt.conns ? (unsigned long)a : opt.conns;
+	}
+	while (n_started < allowed)
+		conn_start(&conns[n_started]);
+}
+
+static int wait_timeout(uint64_t now, uint64_t until)
+{
+	int t;
+
+	if (rq_len)
+		return 0;
+	if (until <= now)
+		return 0;
+	t = until - now > 1000 ? 1000 : (int)(until - now);
+	if (opt.connect_rate && n_started < opt.conns && t > 1)
+		t = 1;
+	if (stalled && t_stall_end > now && t_stall_end - now < (uint64_t)t)
+		t = (int)(t_stall_end - now);
+	return t;
+}
+
+static void run_ready(void)
+{
+	size_t n = rq_len;
+
+	while (n-- && rq_len)
+		conn_step(ready_pop());
+}
+
+static void end_stall(void)
+{
+	uint64_t sum = 0;
+	unsigned long i;
+
+	stalled = false;
+	for (i = 0; i < opt.conns; i++) {
+		sum += conns[i].sent;
+		if (conns[i].state == C_ACTIVE)
+			ready_push(&conns[i]);
+	}
+	printf("stalled_sent=%" PRIu64 "\n", sum);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct epoll_event *events;
+	uint64_t now, t_done, sent = 0, received = 0;
+	unsigned long i;
+
+	if (argv[0] && argv[0][0]) {
+		const char *s = strrchr(argv[0], '/');
+
+		prog = s ? s + 1 : argv[0];
+	}
+	parse_args(argc, argv);
+	resolve();
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+	setup_conns();
+
+	wbuf = malloc(opt.chunk);
+	rbuf = malloc(RBUF_SIZE);
+	ebuf = malloc(RBUF_SIZE);
+	events = calloc(MAX_EVENTS, sizeof(*events));
+	if (!wbuf || !rbuf || !ebuf || !events)
+		fail("out of memory");
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		fail("epoll_create1: %s (%s)", errname(errno), strerror(errno));
+
+	t_start = now_ms();
+	t_deadline = t_start + (uint64_t)(opt.timeout_s * 1000.0);
+	if (opt.no_read_ms > 0) {
+		stalled = true;
+		t_stall_end = t_start + (uint64_t)opt.no_read_ms;
+	}
+
+	start_more(t_start);
+	run_ready();
+	while (n_finished < opt.conns) {
+		int n, k;
+
+		now = now_ms();
+		if (now >= t_deadline)
+			fail_timeout();
+		n = epoll_wait(epfd, events, MAX_EVENTS, wait_timeout(now, t_deadline));
+		if (n < 0 && errno != EINTR)
+			fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
+		for (k = 0; k < n; k++)
+			handle_event(&events[k]);
+		now = now_ms();
+		if (stalled && now >= t_stall_end)
+			end_stall();
+		run_ready();
+		if (n_started < opt.conns)
+			start_more(now);
+	}
+	t_done = now_ms();
+	if (stalled)          /* finished before the stall ended */
+		end_stall();
+
+	for (i = 0; i < opt.conns; i++) {
+		sent += conns[i].sent;
+		received += conns[i].received;
+	}
+
+	if (opt.hold_ms > 0) {
+		uint64_t t_hold_end = t_done + (uint64_t)opt.hold_ms;
+
+		for (;;) {
+			int n, k;
+
+			now = now_ms();
+			if (now >= t_hold_end)
+				break;
+			n = epoll_wait(epfd, events, MAX_EVENTS, wait_timeout(now, t_hold_end));
+			if (n < 0 && errno != EINTR)
+				fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
+			for (k = 0; k < n; k++) {
+				struct conn *c = &conns[events[k].data.u32];
+
+				if (c->state == C_DONE)
+					conn_held_event(c);
+			}
+		}
+		for (i = 0; i < opt.conns; i++) {
+			if (conns[i].fd >= 0) {
+				close(conns[i].fd);
+				conns[i].fd = -1;
+			}
+		}
+		printf("hold_closed=%lu\n", hold_closed);
+	}
+
+	printf("ok conns=%lu bytes_sent=%" PRIu64 " bytes_received=%" PRIu64
+	       " elapsed_ms=%" PRIu64 "\n", opt.conns, sent, received, t_done - t_start);
+	fflush(stdout);
+	close(epfd);
+	free(events);
+	free(ebuf);
+	free(rbuf);
+	free(wbuf);
+	free(readyq);
+	free(conns);
+	return 0;
+}
