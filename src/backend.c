@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 const struct backend_ops *backend_select(enum config_backend choice,
 					 const struct echod_config *cfg,
@@ -15,17 +16,20 @@ const struct backend_ops *backend_select(enum config_backend choice,
 	case CONFIG_BACKEND_EPOLL:
 		if (backend_epoll.probe(cfg, reason, sizeof(reason)) == 0)
 			return &backend_epoll;
-		snprintf(why, whylen, "epoll backend unavailable: %s", reason);
+		snprintf(why, whylen, "epoll unavailable: %s", reason);
 		return NULL;
 	case CONFIG_BACKEND_IO_URING:
-		snprintf(why, whylen, "io_uring backend is not available in this build");
+		if (backend_io_uring.probe(cfg, reason, sizeof(reason)) == 0)
+			return &backend_io_uring;
+		snprintf(why, whylen, "io_uring unavailable: %s", reason);
 		return NULL;
 	case CONFIG_BACKEND_AUTO:
-		if (backend_epoll.probe(cfg, reason, sizeof(reason)) == 0) {
-			snprintf(why, whylen, "io_uring backend is not available in this build");
+		if (backend_io_uring.probe(cfg, reason, sizeof(reason)) == 0)
+			return &backend_io_uring;
+		snprintf(why, whylen, "io_uring unavailable: %s", reason);
+		if (backend_epoll.probe(cfg, reason, sizeof(reason)) == 0)
 			return &backend_epoll;
-		}
-		snprintf(why, whylen, "no backend can run here: epoll: %s", reason);
+		snprintf(why + strlen(why) , whylen - strlen(why), "; epoll unavailable: %s", reason);
 		return NULL;
 	}
 	snprintf(why, whylen, "unknown backend %d", (int)choice);

@@ -43,6 +43,7 @@ struct backend_ops {
 };
 
 extern const struct backend_ops backend_epoll;
+extern const struct backend_ops backend_io_uring;
 
 /* The backend for a configured choice.  For "auto", the first that
  * probes usable; why receives the reason a preferred one was skipped.

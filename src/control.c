@@ -188,6 +188,34 @@ static int start_workers(struct control *ctl, unsigned *started)
 	return 0;
 }
 
+/* One line with the totals of every worker's counters. */
+static void log_totals(struct control *ctl)
+{
+	uint64_t t[10] = { 0 };
+
+	for (unsigned i = 0; i < ctl->nworkers; i++) {
+		struct worker_counters *c = &ctl->ctr[i];
+
+		t[0] += ctr_get(&c->accepted);
+		t[1] += ctr_get(&c->rejected);
+		t[2] += ctr_get(&c->bytes_received);
+		t[3] += ctr_get(&c->bytes_sent);
+		t[4] += ctr_get(&c->buf_exhausted);
+		t[5] += ctr_get(&c->backpressure_pauses);
+		t[6] += ctr_get(&c->idle_timeouts);
+		t[7] += ctr_get(&c->conn_errors);
+		t[8] += ctr_get(&c->cq_overflow);
+		t[9] += ctr_get(&c->rearms);
+	}
+	log_info("totals: accepted %llu, rejected %llu, bytes received %llu, bytes sent %llu, "
+		 "buffer exhaustion %llu, backpressure pauses %llu, idle timeouts %llu, "
+		 "connection errors %llu, cq overflow %llu, rearms %llu",
+		 (unsigned long long)t[0], (unsigned long long)t[1], (unsigned long long)t[2],
+		 (unsigned long long)t[3], (unsigned long long)t[4], (unsigned long long)t[5],
+		 (unsigned long long)t[6], (unsigned long long)t[7], (unsigned long long)t[8],
+		 (unsigned long long)t[9]);
+}
+
 /* Drain and join the first n workers. */
 static int stop_workers(struct control *ctl, unsigned n)
 {
@@ -393,7 +421,7 @@ int control_run(const struct echod_config *cfg)
 		goto out;
 	}
 	if (why[0])
-		log_notice("backend auto: using %s (%s)", ctl->ops->name, why);
+		log_warning("backend auto: using %s (%s)", ctl->ops->name, why);
 	if (setup_listeners(ctl) < 0)
 		goto out;
 	if (!ctl->sets[0].n) {
@@ -427,6 +455,7 @@ int control_run(const struct echod_config *cfg)
 		 atomic_load(&ctl->shared.nconns), ctl->cfg.shutdown_timeout);
 	if (stop_workers(ctl, ctl->nworkers))
 		status = 1;
+	log_totals(ctl);
 	log_info("stopped");
 out:
 	close_listeners(ctl);

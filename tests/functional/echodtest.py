@@ -185,9 +185,9 @@ class _Guard:
 # ------------------------------------------------------------------ helpers
 
 def backends():
-    """Backends to test, from ECHOD_BACKENDS (default: epoll)."""
+    """Backends to test, from ECHOD_BACKENDS (default: both)."""
     v = os.environ.get("ECHOD_BACKENDS", "").replace(",", " ").split()
-    return v if v else ["epoll"]
+    return v if v else ["epoll", "io_uring"]
 
 
 def free_port(host="127.0.0.1"):

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Backpressure: a client that writes 64 MiB and does not read for 3 s
-must be throttled by TCP, not buffered by the daemon: RSS stays within
-16 MiB of its baseline, the daemon does not spin, and every byte comes
-back once the client reads."""
+must be throttled by TCP, not buffered by the daemon: with a 4 MiB
+buffer pool, RSS stays within 8 MiB of its baseline, the daemon does not
+spin, the pause is counted, and every byte comes back once the client
+reads."""
+import re
 import os
 import sys
 import time
@@ -16,7 +18,7 @@ STALL_MS = 3000
 
 tap = Tap()
 for be in backends():
-    with tap.guard(be), Daemon(be) as d:
+    with tap.guard(be), Daemon(be, buffer_count=1024, buffer_size=4096) as d:
         client(d.port, "-n", "1M")              # warm up
         time.sleep(0.2)
         rss0 = d.rss_kb()
@@ -39,8 +41,8 @@ for be in backends():
         tap.diag(f"[{be}] daemon CPU from 1 s to 2 s into the stall: {cpu:.3f} s")
         tap.ok(stalled_running, f"[{be}] client still stalled at the 2 s sample",
                diag=res.diag())
-        tap.ok(grow < 16 * 1024,
-               f"[{be}] RSS grows by less than 16 MiB while the client does not read",
+        tap.ok(grow < 8 * 1024,
+               f"[{be}] RSS grows by less than 8 MiB (pool 4 MiB) while the client does not read",
                diag=f"baseline {rss0} kB, stalled {rss2} kB")
         tap.ok(cpu < 0.1, f"[{be}] daemon does not spin while the client does not read",
                diag=f"{cpu:.3f} s CPU in 1 s")
@@ -49,4 +51,10 @@ for be in backends():
         client_ok(tap, f"[{be}] all 64 MiB come back byte-exact after the stall",
                   res, d, total=TOTAL)
         tap.ok(d.running(), f"[{be}] daemon still running", diag=d.log_tail())
+        tap.ok(d.stop() == 0, f"[{be}] clean exit", diag=d.log_tail())
+        m = re.search(r"totals: .*bytes received (\d+), bytes sent (\d+), .*backpressure pauses (\d+)",
+                      d.log())
+        tap.ok(m and int(m.group(1)) == int(m.group(2)) == TOTAL + MiB and int(m.group(3)) >= 1,
+               f"[{be}] counters: {m.group(1) if m else '?'} bytes in and out, "
+               f"{m.group(3) if m else '?'} backpressure pause(s)", diag=d.log_tail())
 tap.done()

@@ -1,0 +1,703 @@
+/* backend_uring.c - the io_uring backend.
+ *
+ * Multishot accept per listener; multishot recv per connection into a
+ * registered provided-buffer ring (group 0) made of the worker's pool;
+ * the echo is sent straight from the received buffer, which goes back
+ * to the ring once its bytes are sent.  One send in flight per
+ * connection.  Connection context packed into user_data:
+ *     op (8 bits) | generation (24 bits) | slot index (32 bits)
+ * and a slot is only freed once none of its ops can complete any more,
+ * so a late completion never touches a reused slot.
+ *
+ * The ring is created in the worker's thread, disabled, with
+ * SINGLE_ISSUER + DEFER_TASKRUN (or COOP_TASKRUN on older kernels),
+ * restricted to the ops used here, then enabled; its fd is registered.
+ * Buffer exhaustion (-ENOBUFS) ends a connection's multishot recv: the
+ * connection waits on a list and is re-armed only as buffers come back.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "conn.h"
+#include "log.h"
+#include "worker.h"
+
+#define UR_SQ_ENTRIES  1024
+#define UR_CQ_ENTRIES  16384
+#define UR_BGID        0
+
+enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL };
+
+/* conn.bstate */
+#define UB_RECV        (1u << 0)   /* multishot recv armed */
+#define UB_SEND        (1u << 1)   /* a send in flight */
+#define UB_RECV_CANCEL (1u << 2)   /* cancel of the recv issued */
+#define UB_CLOSING     (1u << 3)   /* close once no op is left */
+#define UB_CANCEL_ALL  (1u << 4)   /* cancel of every op on the fd issued */
+#define UB_STARVED     (1u << 5)   /* waiting for buffers (ENOBUFS) */
+
+#define WAIT offsetof(struct conn, wait)
+
+static inline uint64_t ud_make(enum ur_op op, uint32_t gen, uint32_t idx)
+{
+	return (uint64_t)op << 56 | (uint64_t)(gen & CONN_GEN_MASK) << 32 | idx;
+}
+
+static inline enum ur_op ud_op(uint64_t ud) { return (enum ur_op)(ud >> 56); }
+static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & CONN_GEN_MASK; }
+static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
+
+struct ur {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	size_t br_maplen;
+	unsigned br_entries;
+	int br_mask;
+	int br_pending;                 /* buffers added, not yet published */
+	bool accept_armed[LISTEN_MAX];
+	uint64_t ctl_val;               /* the eventfd read lands here */
+	struct ilist starved;           /* connections waiting for buffers */
+	char features[160];
+};
+
+/* ---- ring set-up, shared by the probe and the workers ---- */
+
+static const unsigned ur_setup_flags[] = {
+	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+	0,
+};
+
+static const char *ur_flags_name(unsigned flags)
+{
+	if (flags & IORING_SETUP_DEFER_TASKRUN)
+		return "SINGLE_ISSUER+DEFER_TASKRUN";
+	if (flags & IORING_SETUP_COOP_TASKRUN)
+		return "COOP_TASKRUN";
+	return "no task-run flags";
+}
+
+/* CQ size: UR_CQ_ENTRIES, or ECHOD_URING_CQ_ENTRIES (16..65536), a knob
+ * for tests (forcing CQ overflow) and for tuning. */
+static unsigned ur_cq_entries(void)
+{
+	const char *s = getenv("ECHOD_URING_CQ_ENTRIES");
+	char *end;
+	unsigned long v;
+
+	if (!s || !*s)
+		return UR_CQ_ENTRIES;
+	v = strtoul(s, &end, 10);
+	if (*end || v < 16 || v > 65536) {
+		log_warning("ECHOD_URING_CQ_ENTRIES=%s: not in 16..65536, using %u", s, UR_CQ_ENTRIES);
+		return UR_CQ_ENTRIES;
+	}
+	return (unsigned)v;
+}
+
+/* Create a ring with the best flags the kernel takes.  extra is OR'ed
+ * in (R_DISABLED).  Returns 0 or -errno; *used gets the flags. */
+static int ur_ring_create(struct io_uring *ring, unsigned extra, unsigned *used)
+{
+	unsigned cq = ur_cq_entries(), sq = cq < UR_SQ_ENTRIES ? cq : UR_SQ_ENTRIES;
+	int err = -EINVAL;
+
+	for (size_t i = 0; i < sizeof(ur_setup_flags) / sizeof(ur_setup_flags[0]); i++) {
+		struct io_uring_params p;
+
+		memset(&p, 0, sizeof(p));
+		p.flags = ur_setup_flags[i] | extra | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+		p.cq_entries = cq;
+		err = io_uring_queue_init_params(sq, ring, &p);
+		if (err == 0) {
+			*used = p.flags;
+			return 0;
+		}
+		if (err != -EINVAL)
+			return err;
+	}
+	return err;
+}
+
+/* Debian's liburing 2.3 declares io_uring_register_restrictions() and
+ * io_uring_enable_rings() but does not export them: call the syscall. */
+static int ur_register(struct io_uring *ring, unsigned op, const void *arg, unsigned nr)
+{
+	long ret = syscall(__NR_io_uring_register, ring->ring_fd, op, arg, nr);
+
+	return ret < 0 ? -errno : 0;
+}
+
+/* The ops echod submits, and nothing else. */
+static int ur_restrict(struct io_uring *ring)
+{
+	static const uint8_t ops[] = {
+		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_READ,
+		IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
+	};
+	struct io_uring_restriction res[sizeof(ops) + 2];
+	unsigned n = 0;
+
+	memset(res, 0, sizeof(res));
+	for (size_t i = 0; i < sizeof(ops); i++) {
+		res[n].opcode = IORING_RESTRICTION_SQE_OP;
+		res[n++].sqe_op = ops[i];
+	}
+	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+	res[n++].sqe_flags = IOSQE_BUFFER_SELECT;
+	res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+	res[n++].register_op = IORING_UNREGISTER_RING_FDS;
+	return ur_register(ring, IORING_REGISTER_RESTRICTIONS, res, n);
+}
+
+static bool kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
+}
+
+static const char *errno_hint(int err)
+{
+	switch (err) {
+	case -EPERM:  return " (kernel.io_uring_disabled, or a seccomp filter)";
+	case -ENOSYS: return " (kernel without io_uring)";
+	case -EINVAL: return " (kernel too old for the flags used)";
+	case -ENOMEM: return " (locked memory limit, RLIMIT_MEMLOCK)";
+	default:      return "";
+	}
+}
+
+static int ur_probe(const struct echod_config *cfg, char *why, size_t whylen)
+{
+	static const uint8_t needed[] = { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND,
+					  IORING_OP_READ, IORING_OP_ASYNC_CANCEL };
+	struct io_uring ring;
+	struct io_uring_probe *probe;
+	unsigned flags;
+	int err;
+
+	(void)cfg;
+	err = ur_ring_create(&ring, 0, &flags);
+	if (err) {
+		snprintf(why, whylen, "io_uring_queue_init: %s%s", strerror(-err), errno_hint(err));
+		return err;
+	}
+	probe = io_uring_get_probe_ring(&ring);
+	if (!probe) {
+		snprintf(why, whylen, "IORING_REGISTER_PROBE failed");
+		io_uring_queue_exit(&ring);
+		return -ENOTSUP;
+	}
+	for (size_t i = 0; i < sizeof(needed); i++) {
+		if (!io_uring_opcode_supported(probe, needed[i])) {
+			snprintf(why, whylen, "io_uring op %u not supported by this kernel", needed[i]);
+			io_uring_free_probe(probe);
+			io_uring_queue_exit(&ring);
+			return -ENOTSUP;
+		}
+	}
+	io_uring_free_probe(probe);
+	io_uring_queue_exit(&ring);
+	/* multishot recv with provided buffer rings: 6.0 */
+	if (!kernel_at_least(6, 0)) {
+		snprintf(why, whylen, "kernel older than 6.0: no multishot recv");
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+/* ---- submission helpers ---- */
+
+static struct io_uring_sqe *ur_sqe(struct worker *w)
+{
+	struct ur *ur = w->be;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&ur->ring);
+
+	if (!sqe) {
+		int ret = io_uring_submit(&ur->ring);
+
+		if (ret < 0)
+			log_errno(LOG_WARNING, ret, "worker %u: io_uring_submit", w->id);
+		sqe = io_uring_get_sqe(&ur->ring);
+		if (!sqe) {
+			/* cannot happen with a drained SQ; fail loudly, never spin */
+			log_error("worker %u: io_uring SQ full after submit", w->id);
+			abort();
+		}
+	}
+	return sqe;
+}
+
+static void ur_publish_buffers(struct ur *ur)
+{
+	if (ur->br_pending) {
+		io_uring_buf_ring_advance(ur->br, ur->br_pending);
+		ur->br_pending = 0;
+	}
+}
+
+static void ur_buf_release(struct worker *w, uint32_t bid)
+{
+	struct ur *ur = w->be;
+
+	io_uring_buf_ring_add(ur->br, bufpool_ptr(&w->pool, bid), w->pool.size,
+			      (unsigned short)bid, ur->br_mask, ur->br_pending++);
+	w->pool.nfree++;
+}
+
+static void ur_arm_accept(struct worker *w, unsigned i)
+{
+	struct ur *ur = w->be;
+	struct io_uring_sqe *sqe = ur_sqe(w);
+
+	io_uring_prep_multishot_accept(sqe, w->listen_fds[i], NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_ACCEPT, 0, i));
+	ur->accept_armed[i] = true;
+}
+
+static void ur_cancel_ud(struct worker *w, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = ur_sqe(w);
+
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
+}
+
+static void ur_arm_ctl(struct worker *w)
+{
+	struct ur *ur = w->be;
+	struct io_uring_sqe *sqe = ur_sqe(w);
+
+	io_uring_prep_read(sqe, w->ctl_fd, &ur->ctl_val, sizeof(ur->ctl_val), 0);
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_CTL, 0, 0));
+}
+
+static void ur_arm_recv(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe = ur_sqe(w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = UR_BGID;
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_RECV, c->gen, c->idx));
+	c->bstate |= UB_RECV;
+}
+
+static void ur_send(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe = ur_sqe(w);
+	struct iovec iov;
+
+	/* the head buffer; the next goes when this one completes */
+	conn_send_iov(w, c, &iov, 1);
+	io_uring_prep_send(sqe, c->fd, iov.iov_base, iov.iov_len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_SEND, c->gen, c->idx));
+	c->bstate |= UB_SEND;
+}
+
+/* ---- connection state ---- */
+
+static void ur_finish_close(struct worker *w, struct conn *c)
+{
+	struct ur *ur = w->be;
+
+	if (c->bstate & UB_STARVED)
+		ilist_remove(w, &ur->starved, c, WAIT);
+	if (close(c->fd) < 0) {
+		ctr_add(&w->ctr->op_errors[WOP_CLOSE], 1);
+		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
+	}
+	worker_conn_free(w, c);
+}
+
+/* Close c once no op of its can complete any more. */
+static void ur_close(struct worker *w, struct conn *c)
+{
+	struct ur *ur = w->be;
+
+	c->bstate |= UB_CLOSING;
+	if (c->bstate & UB_STARVED) {
+		ilist_remove(w, &ur->starved, c, WAIT);
+		c->bstate &= ~UB_STARVED;
+	}
+	if (!(c->bstate & (UB_RECV | UB_SEND))) {
+		ur_finish_close(w, c);
+		return;
+	}
+	if (!(c->bstate & UB_CANCEL_ALL)) {
+		struct io_uring_sqe *sqe = ur_sqe(w);
+
+		io_uring_prep_cancel64(sqe, 0, 0);
+		sqe->fd = c->fd;
+		sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+		io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
+		c->bstate |= UB_CANCEL_ALL;
+	}
+}
+
+/* Act on conn_next(). */
+static void ur_process(struct worker *w, struct conn *c)
+{
+	struct ur *ur = w->be;
+	unsigned next;
+
+	if (c->bstate & UB_CLOSING) {
+		if (!(c->bstate & (UB_RECV | UB_SEND)))
+			ur_finish_close(w, c);
+		return;
+	}
+	next = conn_next(w, c);
+	if (next & CONN_NEXT_SHUTDOWN) {
+		if (shutdown(c->fd, SHUT_WR) < 0) {
+			ctr_add(&w->ctr->op_errors[WOP_SHUTDOWN], 1);
+			log_errno(LOG_DEBUG, errno, "worker %u: shutdown fd %d", w->id, c->fd);
+		}
+		conn_shut_done(w, c);
+		next = conn_next(w, c);
+	}
+	if (next & CONN_NEXT_CLOSE) {
+		ur_close(w, c);
+		return;
+	}
+	if ((next & CONN_NEXT_SEND) && !(c->bstate & UB_SEND))
+		ur_send(w, c);
+	if (next & CONN_NEXT_READ) {
+		if (!(c->bstate & (UB_RECV | UB_STARVED)))
+			ur_arm_recv(w, c);
+	} else if ((c->bstate & UB_RECV) && !(c->bstate & UB_RECV_CANCEL)) {
+		/* backpressure (or drain): stop the multishot recv */
+		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx));
+		c->bstate |= UB_RECV_CANCEL;
+	} else if (c->bstate & UB_STARVED) {
+		ilist_remove(w, &ur->starved, c, WAIT);
+		c->bstate &= ~UB_STARVED;
+	}
+}
+
+static void ur_update_conn(struct worker *w, struct conn *c)
+{
+	ur_process(w, c);
+}
+
+static void ur_update_accept(struct worker *w)
+{
+	struct ur *ur = w->be;
+	bool want = worker_accept_allowed(w);
+
+	for (unsigned i = 0; i < w->n_listen; i++) {
+		if (want && !ur->accept_armed[i])
+			ur_arm_accept(w, i);
+		else if (!want && ur->accept_armed[i])
+			ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, i));
+	}
+	w->accepting = want;
+}
+
+/* ---- completions ---- */
+
+static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
+{
+	struct ur *ur = w->be;
+	struct conn *c = worker_conn_get(w, ud_idx(cqe->user_data), ud_gen(cqe->user_data));
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	int res = cqe->res;
+
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		w->pool.nfree--;
+		if (!c || res <= 0) {
+			ur_buf_release(w, bid);     /* never lose a buffer */
+		} else {
+			conn_received(w, c, bid, 0, (uint32_t)res);
+		}
+	}
+	if (!c)
+		return;
+	if (!more)
+		c->bstate &= ~(UB_RECV | UB_RECV_CANCEL);
+	if (res == 0) {
+		conn_eof(w, c);
+	} else if (res == -ENOBUFS) {
+		ctr_add(&w->ctr->buf_exhausted, 1);
+		if (!more && !(c->bstate & (UB_STARVED | UB_CLOSING))) {
+			c->bstate |= UB_STARVED;
+			ilist_push_tail(w, &ur->starved, c, WAIT);
+		}
+	} else if (res < 0 && res != -ECANCELED) {
+		ctr_add(&w->ctr->op_errors[WOP_RECV], 1);
+		log_errno(LOG_DEBUG, res, "worker %u: recv fd %d", w->id, c->fd);
+		conn_fail(w, c, res);
+	} else if (res > 0 && !more && !(c->bstate & UB_CLOSING)) {
+		ctr_add(&w->ctr->rearms, 1);   /* multishot ended by the kernel */
+	}
+	ur_process(w, c);
+}
+
+static void ur_on_send(struct worker *w, struct io_uring_cqe *cqe)
+{
+	struct conn *c = worker_conn_get(w, ud_idx(cqe->user_data), ud_gen(cqe->user_data));
+	int res = cqe->res;
+
+	if (!c)
+		return;
+	c->bstate &= ~UB_SEND;
+	if (res > 0) {
+		if (!(c->flags & CONN_FAILED))
+			conn_sent(w, c, (uint32_t)res);
+	} else if (res != -ECANCELED) {
+		ctr_add(&w->ctr->op_errors[WOP_SEND], 1);
+		log_errno(LOG_DEBUG, res ? res : -EIO, "worker %u: send fd %d", w->id, c->fd);
+		conn_fail(w, c, res ? res : -EIO);
+	}
+	ur_process(w, c);
+}
+
+static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
+{
+	struct ur *ur = w->be;
+	unsigned i = ud_idx(cqe->user_data);
+	int res = cqe->res;
+
+	if (i >= w->n_listen)
+		return;
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		ur->accept_armed[i] = false;
+	if (res >= 0) {
+		struct conn *c = worker_conn_new(w, res);
+
+		if (c)
+			ur_process(w, c);
+	} else if (res != -ECANCELED) {
+		if (worker_accept_error(w, res)) {
+			w->accepting = false;
+			if (ur->accept_armed[i])
+				ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, i));
+			for (unsigned j = 0; j < w->n_listen; j++)
+				if (j != i && ur->accept_armed[j])
+					ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, j));
+			return;
+		}
+		if (res != -EAGAIN)
+			ctr_add(&w->ctr->op_errors[WOP_ACCEPT], 1);
+	}
+	if (!ur->accept_armed[i] && w->accepting && worker_accept_allowed(w)) {
+		ctr_add(&w->ctr->rearms, 1);
+		ur_arm_accept(w, i);
+	}
+}
+
+static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
+{
+	switch (ud_op(cqe->user_data)) {
+	case UOP_RECV:
+		ur_on_recv(w, cqe);
+		break;
+	case UOP_SEND:
+		ur_on_send(w, cqe);
+		break;
+	case UOP_ACCEPT:
+		ur_on_accept(w, cqe);
+		break;
+	case UOP_CTL:
+		if (cqe->res < 0 && cqe->res != -ECANCELED)
+			log_errno(LOG_WARNING, cqe->res, "worker %u: read eventfd", w->id);
+		worker_control(w);
+		ur_arm_ctl(w);
+		break;
+	case UOP_CANCEL:
+		if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY) {
+			ctr_add(&w->ctr->op_errors[WOP_CANCEL], 1);
+			log_errno(LOG_DEBUG, cqe->res, "worker %u: async cancel", w->id);
+		}
+		break;
+	case UOP_NONE:
+		break;
+	}
+}
+
+/* Give returned buffers to the connections that ran out. */
+static void ur_feed_starved(struct worker *w)
+{
+	struct ur *ur = w->be;
+	uint32_t budget = w->pool.nfree;
+
+	while (budget && !ilist_empty(&ur->starved)) {
+		struct conn *c = ilist_pop(w, &ur->starved, WAIT);
+
+		c->bstate &= ~UB_STARVED;
+		ctr_add(&w->ctr->rearms, 1);
+		ur_process(w, c);
+		budget--;
+	}
+}
+
+/* ---- lifecycle ---- */
+
+static void ur_free(struct ur *ur)
+{
+	if (ur->br)
+		munmap(ur->br, ur->br_maplen);
+	free(ur);
+}
+
+static int ur_init(struct worker *w)
+{
+	struct io_uring_buf_reg reg;
+	struct ur *ur;
+	unsigned flags, entries = 1;
+	int err;
+
+	if (w->buffer_count > 32768) {
+		snprintf(w->init_error, sizeof(w->init_error),
+			 "buffer_count %u above the io_uring limit 32768", w->buffer_count);
+		return -EINVAL;
+	}
+	ur = calloc(1, sizeof(*ur));
+	if (!ur)
+		return -ENOMEM;
+	err = ur_ring_create(&ur->ring, IORING_SETUP_R_DISABLED, &flags);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_queue_init: %s%s",
+			 strerror(-err), errno_hint(err));
+		free(ur);
+		return err;
+	}
+	while (entries < w->buffer_count)
+		entries <<= 1;
+	ur->br_entries = entries;
+	ur->br_mask = io_uring_buf_ring_mask(entries);
+	ur->br_maplen = entries * sizeof(struct io_uring_buf);
+	ur->br = mmap(NULL, ur->br_maplen, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ur->br == MAP_FAILED) {
+		err = -errno;
+		ur->br = NULL;
+		snprintf(w->init_error, sizeof(w->init_error), "mmap buffer ring: %s", strerror(-err));
+		goto fail;
+	}
+	io_uring_buf_ring_init(ur->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)ur->br;
+	reg.ring_entries = entries;
+	reg.bgid = UR_BGID;
+	err = io_uring_register_buf_ring(&ur->ring, &reg, 0);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register_buf_ring: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	bool regfd = io_uring_register_ring_fd(&ur->ring) == 1;
+
+	err = ur_restrict(&ur->ring);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_RESTRICTIONS: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	err = ur_register(&ur->ring, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_ENABLE_RINGS: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	snprintf(ur->features, sizeof(ur->features), "%s, %s, buffer ring %u x %u%s, restricted",
+		 ur_flags_name(flags),
+		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
+		 w->buffer_count, w->buffer_size, regfd ? ", registered ring fd" : "");
+	ilist_init(&ur->starved);
+	w->be = ur;
+	w->buf_release = ur_buf_release;
+	/* every buffer to the kernel */
+	w->pool.nfree = 0;
+	for (uint32_t b = 0; b < w->buffer_count; b++)
+		ur_buf_release(w, b);
+	ur_publish_buffers(ur);
+	ur_arm_ctl(w);
+	ur_update_accept(w);
+	log_info("worker %u: io_uring: %s", w->id, ur->features);
+	return 0;
+fail:
+	io_uring_queue_exit(&ur->ring);
+	ur_free(ur);
+	return err;
+}
+
+static int ur_run(struct worker *w)
+{
+	struct ur *ur = w->be;
+
+	while (!worker_finished(w)) {
+		struct __kernel_timespec ts, *tsp = NULL;
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int timeout = worker_timeout_ms(w);
+		int ret;
+
+		ur_publish_buffers(ur);
+		if (timeout >= 0) {
+			ts.tv_sec = timeout / 1000;
+			ts.tv_nsec = (long long)(timeout % 1000) * 1000000;
+			tsp = &ts;
+		}
+		ret = io_uring_submit_and_wait_timeout(&ur->ring, &cqe, 1, tsp, NULL);
+		worker_clock(w);
+		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
+			log_errno(LOG_ERR, ret, "worker %u: io_uring_submit_and_wait_timeout", w->id);
+			return ret;
+		}
+		if (io_uring_cq_has_overflow(&ur->ring))
+			ctr_add(&w->ctr->cq_overflow, 1);
+		io_uring_for_each_cqe(&ur->ring, head, cqe) {
+			ur_handle(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&ur->ring, n);
+		ur_feed_starved(w);
+		worker_tick(w);
+	}
+	return 0;
+}
+
+static void ur_fini(struct worker *w)
+{
+	struct ur *ur = w->be;
+
+	/* the ring's teardown cancels whatever is still in flight */
+	while (!ilist_empty(&w->lru)) {
+		struct conn *c = &w->conns[w->lru.head];
+
+		if (c->bstate & UB_STARVED)
+			ilist_remove(w, &ur->starved, c, WAIT);
+		conn_fail(w, c, 0);
+		close(c->fd);
+		worker_conn_free(w, c);
+	}
+	io_uring_queue_exit(&ur->ring);
+	ur_free(ur);
+	w->be = NULL;
+}
+
+const struct backend_ops backend_io_uring = {
+	.name = "io_uring",
+	.probe = ur_probe,
+	.init = ur_init,
+	.run = ur_run,
+	.update_conn = ur_update_conn,
+	.update_accept = ur_update_accept,
+	.fini = ur_fini,
+};
