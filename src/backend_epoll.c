@@ -44,8 +44,9 @@
 
 struct ep {
 	int epfd;
-	struct ilist waitbuf;        /* readable, no free buffer */
+	struct ilist waitbuf;        /* readable, no free buffer: served first come, first served */
 	struct ilist ready;          /* readable, budget spent this turn */
+	struct conn *feeding;        /* the waiter being given a buffer now */
 	struct epoll_event ev[EP_EVENTS];
 };
 
@@ -159,9 +160,16 @@ static bool ep_read(struct worker *w, struct conn *c)
 	if (room >= w->pool.size / 4) {
 		tail = true;
 	} else {
-		bid = bufpool_get(&w->pool);
+		/* waiters first: a running connection must not take back the
+		 * buffer it just freed while others wait for one */
+		bid = ilist_empty(&ep->waitbuf) || ep->feeding == c ? bufpool_get(&w->pool) : BUF_NONE;
 		if (bid == BUF_NONE) {
 			ctr_add(&w->ctr->buf_exhausted, 1);
+			if (c->bstate & EB_READY) {
+				/* one link for both lists: leave the ready list */
+				ilist_remove(w, &ep->ready, c, WAIT);
+				c->bstate &= ~EB_READY;
+			}
 			if (!(c->bstate & EB_WAITBUF)) {
 				c->bstate |= EB_WAITBUF;
 				ilist_push_tail(w, &ep->waitbuf, c, WAIT);
@@ -304,7 +312,9 @@ static void ep_feed_waiters(struct worker *w)
 		struct conn *c = ilist_pop(w, &ep->waitbuf, WAIT);
 
 		c->bstate &= ~EB_WAITBUF;
+		ep->feeding = c;
 		ep_process(w, c);
+		ep->feeding = NULL;
 	}
 }
 
@@ -388,8 +398,8 @@ static int ep_run(struct worker *w)
 			}
 		}
 		ep_run_ready(w);
-		ep_feed_waiters(w);
 		worker_tick(w);
+		ep_feed_waiters(w);     /* after the tick: its closes free buffers too */
 	}
 	return 0;
 }

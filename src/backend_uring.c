@@ -34,7 +34,10 @@
 
 #define UR_SQ_ENTRIES  1024
 #define UR_CQ_ENTRIES  16384
-#define UR_BGID        0
+#define UR_BGID_MAIN   0       /* most of the pool: multishot receives */
+#define UR_BGID_RESV   1       /* the reserve: one buffer at a time, only for
+				* connections holding none, so clients that
+				* never read cannot pin every buffer */
 
 enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL };
 
@@ -45,6 +48,8 @@ enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL }
 #define UB_CLOSING     (1u << 3)   /* close once no op is left */
 #define UB_CANCEL_ALL  (1u << 4)   /* cancel of every op on the fd issued */
 #define UB_STARVED     (1u << 5)   /* waiting for buffers (ENOBUFS) */
+#define UB_ONCE        (1u << 6)   /* the recv is a single-shot from the reserve */
+#define UB_CAPPED      (1u << 7)   /* the multishot recv carries a byte limit */
 
 #define WAIT offsetof(struct conn, wait)
 
@@ -57,13 +62,20 @@ static inline enum ur_op ud_op(uint64_t ud) { return (enum ur_op)(ud >> 56); }
 static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & CONN_GEN_MASK; }
 static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
 
+/* A provided-buffer ring registered as one buffer group. */
+struct ur_group {
+	struct io_uring_buf_ring *br;
+	size_t maplen;
+	int mask;
+	int pending;                    /* buffers added, not yet published */
+	uint32_t nfree;                 /* buffers the kernel may pick */
+};
+
 struct ur {
 	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	size_t br_maplen;
-	unsigned br_entries;
-	int br_mask;
-	int br_pending;                 /* buffers added, not yet published */
+	struct ur_group g[2];           /* UR_BGID_MAIN, UR_BGID_RESV */
+	uint32_t resv_first;            /* bids from here on belong to the reserve */
+	bool mshot_limit;               /* kernel takes a multishot recv byte limit */
 	bool accept_armed[LISTEN_MAX];
 	uint64_t ctl_val;               /* the eventfd read lands here */
 	struct ilist starved;           /* connections waiting for buffers */
@@ -244,18 +256,27 @@ static struct io_uring_sqe *ur_sqe(struct worker *w)
 
 static void ur_publish_buffers(struct ur *ur)
 {
-	if (ur->br_pending) {
-		io_uring_buf_ring_advance(ur->br, ur->br_pending);
-		ur->br_pending = 0;
+	for (int i = 0; i < 2; i++) {
+		if (ur->g[i].pending) {
+			io_uring_buf_ring_advance(ur->g[i].br, ur->g[i].pending);
+			ur->g[i].pending = 0;
+		}
 	}
+}
+
+static inline struct ur_group *ur_group_of(struct ur *ur, uint32_t bid)
+{
+	return &ur->g[bid >= ur->resv_first ? UR_BGID_RESV : UR_BGID_MAIN];
 }
 
 static void ur_buf_release(struct worker *w, uint32_t bid)
 {
 	struct ur *ur = w->be;
+	struct ur_group *g = ur_group_of(ur, bid);
 
-	io_uring_buf_ring_add(ur->br, bufpool_ptr(&w->pool, bid), w->pool.size,
-			      (unsigned short)bid, ur->br_mask, ur->br_pending++);
+	io_uring_buf_ring_add(g->br, bufpool_ptr(&w->pool, bid), w->pool.size,
+			      (unsigned short)bid, g->mask, g->pending++);
+	g->nfree++;
 	w->pool.nfree++;
 }
 
@@ -286,15 +307,49 @@ static void ur_arm_ctl(struct worker *w)
 	io_uring_sqe_set_data64(sqe, ud_make(UOP_CTL, 0, 0));
 }
 
+/* Bytes c may still take before backpressure stops it. */
+static uint32_t ur_allowance(struct worker *w, const struct conn *c)
+{
+	uint64_t by_bytes = w->params.max_pending > c->pending ? w->params.max_pending - c->pending : 0;
+	uint64_t by_bufs = w->max_bufs > c->nbufs ? (uint64_t)(w->max_bufs - c->nbufs) * w->pool.size : 0;
+	uint64_t a = by_bytes < by_bufs ? by_bytes : by_bufs;
+
+	return a > INT32_MAX ? INT32_MAX : (uint32_t)a;
+}
+
+/* A multishot recv from the main group, limited (where the kernel can)
+ * to what backpressure allows: one client cannot drain the ring in one
+ * kernel pass. */
 static void ur_arm_recv(struct worker *w, struct conn *c)
 {
+	struct ur *ur = w->be;
 	struct io_uring_sqe *sqe = ur_sqe(w);
 
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = UR_BGID;
+	sqe->buf_group = UR_BGID_MAIN;
+	c->bstate &= ~(UB_ONCE | UB_CAPPED);
+	if (ur->mshot_limit) {
+		uint32_t allow = ur_allowance(w, c);
+
+		/* sqe->optlen in newer uapi headers: the same field */
+		sqe->file_index = allow ? allow : 1;
+		c->bstate |= UB_CAPPED;
+	}
 	io_uring_sqe_set_data64(sqe, ud_make(UOP_RECV, c->gen, c->idx));
 	c->bstate |= UB_RECV;
+}
+
+/* One buffer from the reserve group, for a connection holding none. */
+static void ur_arm_recv_reserve(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe = ur_sqe(w);
+
+	io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = UR_BGID_RESV;
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_RECV, c->gen, c->idx));
+	c->bstate = (c->bstate & ~UB_CAPPED) | UB_RECV | UB_ONCE;
 }
 
 static void ur_send(struct worker *w, struct conn *c)
@@ -376,8 +431,17 @@ static void ur_process(struct worker *w, struct conn *c)
 	if ((next & CONN_NEXT_SEND) && !(c->bstate & UB_SEND))
 		ur_send(w, c);
 	if (next & CONN_NEXT_READ) {
-		if (!(c->bstate & (UB_RECV | UB_STARVED)))
+		if (c->bstate & (UB_RECV | UB_STARVED))
+			return;
+		if (ur->g[UR_BGID_MAIN].nfree) {
 			ur_arm_recv(w, c);
+		} else if (!c->nbufs && ur->g[UR_BGID_RESV].nfree) {
+			ur_arm_recv_reserve(w, c);
+		} else {
+			ctr_add(&w->ctr->buf_exhausted, 1);
+			c->bstate |= UB_STARVED;
+			ilist_push_tail(w, &ur->starved, c, WAIT);
+		}
 	} else if ((c->bstate & UB_RECV) && !(c->bstate & UB_RECV_CANCEL)) {
 		/* backpressure (or drain): stop the multishot recv */
 		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx));
@@ -419,6 +483,7 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
+		ur_group_of(ur, bid)->nfree--;
 		w->pool.nfree--;
 		if (!c || res <= 0) {
 			ur_buf_release(w, bid);     /* never lose a buffer */
@@ -430,6 +495,14 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		return;
 	if (!more)
 		c->bstate &= ~(UB_RECV | UB_RECV_CANCEL);
+	if (res == -EINVAL && (c->bstate & UB_CAPPED) && ur->mshot_limit) {
+		/* an older kernel refuses the byte limit: do without it */
+		ur->mshot_limit = false;
+		c->bstate &= ~UB_CAPPED;
+		log_info("worker %u: io_uring: no multishot recv byte limit on this kernel", w->id);
+		ur_process(w, c);
+		return;
+	}
 	if (res == 0) {
 		conn_eof(w, c);
 	} else if (res == -ENOBUFS) {
@@ -442,8 +515,8 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		ctr_add(&w->ctr->op_errors[WOP_RECV], 1);
 		log_errno(LOG_DEBUG, res, "worker %u: recv fd %d", w->id, c->fd);
 		conn_fail(w, c, res);
-	} else if (res > 0 && !more && !(c->bstate & UB_CLOSING)) {
-		ctr_add(&w->ctr->rearms, 1);   /* multishot ended by the kernel */
+	} else if (res > 0 && !more && !(c->bstate & (UB_CLOSING | UB_ONCE))) {
+		ctr_add(&w->ctr->rearms, 1);   /* multishot ended (its byte limit, ...) */
 	}
 	ur_process(w, c);
 }
@@ -482,7 +555,7 @@ static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 
 		if (c)
 			ur_process(w, c);
-	} else if (res != -ECANCELED) {
+	} else if (res != -ECANCELED && w->state == WORKER_RUNNING) {
 		if (worker_accept_error(w, res)) {
 			w->accepting = false;
 			if (ur->accept_armed[i])
@@ -550,16 +623,47 @@ static void ur_feed_starved(struct worker *w)
 
 static void ur_free(struct ur *ur)
 {
-	if (ur->br)
-		munmap(ur->br, ur->br_maplen);
+	for (int i = 0; i < 2; i++)
+		if (ur->g[i].br)
+			munmap(ur->g[i].br, ur->g[i].maplen);
 	free(ur);
+}
+
+/* Map and register the ring of group bgid for up to n buffers. */
+static int ur_group_setup(struct worker *w, struct ur *ur, int bgid, uint32_t n)
+{
+	struct ur_group *g = &ur->g[bgid];
+	struct io_uring_buf_reg reg;
+	unsigned entries = 1;
+	int err;
+
+	while (entries < n)
+		entries <<= 1;
+	g->mask = io_uring_buf_ring_mask(entries);
+	g->maplen = entries * sizeof(struct io_uring_buf);
+	g->br = mmap(NULL, g->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (g->br == MAP_FAILED) {
+		err = -errno;
+		g->br = NULL;
+		snprintf(w->init_error, sizeof(w->init_error), "mmap buffer ring: %s", strerror(-err));
+		return err;
+	}
+	io_uring_buf_ring_init(g->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)g->br;
+	reg.ring_entries = entries;
+	reg.bgid = (uint16_t)bgid;
+	err = io_uring_register_buf_ring(&ur->ring, &reg, 0);
+	if (err)
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register_buf_ring: %s",
+			 strerror(-err));
+	return err;
 }
 
 static int ur_init(struct worker *w)
 {
-	struct io_uring_buf_reg reg;
 	struct ur *ur;
-	unsigned flags, entries = 1;
+	unsigned flags;
 	int err;
 
 	if (w->buffer_count > 32768) {
@@ -577,30 +681,13 @@ static int ur_init(struct worker *w)
 		free(ur);
 		return err;
 	}
-	while (entries < w->buffer_count)
-		entries <<= 1;
-	ur->br_entries = entries;
-	ur->br_mask = io_uring_buf_ring_mask(entries);
-	ur->br_maplen = entries * sizeof(struct io_uring_buf);
-	ur->br = mmap(NULL, ur->br_maplen, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (ur->br == MAP_FAILED) {
-		err = -errno;
-		ur->br = NULL;
-		snprintf(w->init_error, sizeof(w->init_error), "mmap buffer ring: %s", strerror(-err));
+	ur->resv_first = w->buffer_count - w->buf_reserve;
+	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
+	if (!err)
+		err = ur_group_setup(w, ur, UR_BGID_RESV, w->buf_reserve);
+	if (err)
 		goto fail;
-	}
-	io_uring_buf_ring_init(ur->br);
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (unsigned long)ur->br;
-	reg.ring_entries = entries;
-	reg.bgid = UR_BGID;
-	err = io_uring_register_buf_ring(&ur->ring, &reg, 0);
-	if (err) {
-		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register_buf_ring: %s",
-			 strerror(-err));
-		goto fail;
-	}
+	ur->mshot_limit = true;     /* until the kernel says otherwise */
 	bool regfd = io_uring_register_ring_fd(&ur->ring) == 1;
 
 	err = ur_restrict(&ur->ring);
@@ -615,10 +702,12 @@ static int ur_init(struct worker *w)
 			 strerror(-err));
 		goto fail;
 	}
-	snprintf(ur->features, sizeof(ur->features), "%s, %s, buffer ring %u x %u%s, restricted",
+	snprintf(ur->features, sizeof(ur->features),
+		 "%s, %s, buffer rings %u + %u reserve x %u bytes%s, restricted",
 		 ur_flags_name(flags),
 		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
-		 w->buffer_count, w->buffer_size, regfd ? ", registered ring fd" : "");
+		 ur->resv_first, w->buf_reserve, w->buffer_size,
+		 regfd ? ", registered ring fd" : "");
 	ilist_init(&ur->starved);
 	w->be = ur;
 	w->buf_release = ur_buf_release;
@@ -667,8 +756,8 @@ static int ur_run(struct worker *w)
 			n++;
 		}
 		io_uring_cq_advance(&ur->ring, n);
-		ur_feed_starved(w);
 		worker_tick(w);
+		ur_feed_starved(w);     /* after the tick: its closes free buffers too */
 	}
 	return 0;
 }

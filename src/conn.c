@@ -146,7 +146,10 @@ bool conn_want_read(struct worker *w, struct conn *c)
 		return true;          /* discarding until the peer's EOF */
 	if (c->flags & CONN_DRAIN)
 		return false;
-	if (c->pending >= w->params.max_pending || c->nbufs >= w->max_bufs) {
+	/* the last buffer_reserve buffers of the pool go only to connections
+	 * holding none: clients that do not read cannot pin the whole pool */
+	if (c->pending >= w->params.max_pending || c->nbufs >= w->max_bufs ||
+	    (c->nbufs && w->pool.nfree <= w->buf_reserve)) {
 		if (!(c->flags & CONN_PAUSED)) {
 			c->flags |= CONN_PAUSED;
 			ctr_add(&w->ctr->backpressure_pauses, 1);

@@ -7,8 +7,9 @@
  *   - bytes go back exactly as received, in order, whatever the short
  *     reads and short sends; the backend keeps one send in flight;
  *   - backpressure: reading stops while the unsent bytes reach
- *     max_pending (or the connection holds max_bufs buffers), and resumes
- *     below it, so a client that does not read is throttled by TCP;
+ *     max_pending (or the connection holds max_bufs buffers, or holds any
+ *     while the pool is down to its reserve), and resumes below it, so a
+ *     client that does not read is throttled by TCP;
  *   - on EOF, the pending bytes are echoed, then the write side is shut
  *     and the connection closed;
  *   - when the worker drains (SIGTERM), reading stops, pending bytes are

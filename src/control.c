@@ -15,8 +15,10 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 struct control {
@@ -32,6 +34,9 @@ struct control {
 	int exit_fd;
 	uint64_t reloads, reload_failures;
 	bool stopping;
+	struct metrics_state metrics;      /* read by the HTTP thread */
+	struct http *http;
+	struct listener metrics_own;       /* metrics socket bound here, fd -1 if none */
 };
 
 static uint64_t monotonic_usec(void)
@@ -145,6 +150,47 @@ static void describe_listeners(struct control *ctl, char *buf, size_t len)
 	}
 }
 
+/* ---- metrics endpoint ---- */
+
+static int start_metrics(struct control *ctl)
+{
+	int fd = ctl->sets[0].metrics_fd, err;
+
+	if (!ctl->cfg.metrics.enabled) {
+		if (fd >= 0)
+			log_notice("metrics: disabled in the configuration; the socket-activated "
+				   "metrics socket stays unused");
+		return 0;
+	}
+	if (fd < 0) {
+		err = listen_bind_addr(&ctl->cfg.metrics.address, 128, &ctl->metrics_own);
+		if (err)
+			return err;
+		fd = ctl->metrics_own.fd;
+	}
+	err = http_start(&ctl->http, fd, &ctl->metrics);
+	if (err)
+		return err;
+	if (ctl->metrics_own.fd >= 0) {
+		log_info("metrics: serving http://%s/metrics", ctl->metrics_own.name);
+	} else {
+		char name[64];
+
+		listen_sockname(fd, name, sizeof(name));
+		log_info("metrics: serving http://%s/metrics (socket-activated)", name);
+	}
+	return 0;
+}
+
+static void stop_metrics(struct control *ctl)
+{
+	http_stop(ctl->http);
+	ctl->http = NULL;
+	if (ctl->metrics_own.fd >= 0)
+		close(ctl->metrics_own.fd);
+	ctl->metrics_own.fd = -1;
+}
+
 /* ---- workers ---- */
 
 /* Start the workers in order; *started counts those running. */
@@ -165,8 +211,10 @@ static int start_workers(struct control *ctl, unsigned *started)
 		w->ctr = &ctl->ctr[i];
 		w->exit_fd = ctl->exit_fd;
 		w->n_listen = ls->n;
-		for (unsigned j = 0; j < ls->n; j++)
+		for (unsigned j = 0; j < ls->n; j++) {
 			w->listen_fds[j] = ls->l[j].fd;
+			w->listen_own[j] = !ls->l[j].inherited && ctl->nsets == ctl->nworkers;
+		}
 		w->shared_listeners = ctl->nsets == 1 && ctl->nworkers > 1;
 		w->buffer_count = ctl->cfg.buffer_count;
 		w->buffer_size = ctl->cfg.buffer_size;
@@ -174,7 +222,7 @@ static int start_workers(struct control *ctl, unsigned *started)
 		w->params = params;
 		err = worker_setup(w);
 		if (err) {
-			log_errno(LOG_ERR, err, "worker %u: eventfd", i);
+			log_errno(LOG_ERR, err, "worker %u: set-up (eventfd, pthread_mutex_init)", i);
 			return err;
 		}
 		err = worker_start(w);
@@ -266,7 +314,7 @@ static void reload(struct control *ctl)
 	log_info("reload: reading %s", ctl->cfg.path);
 	errs = calloc(1, sizeof(*errs));
 	if (!errs) {
-		log_errno(LOG_ERR, ENOMEM, "reload: not reloading");
+		log_errno(LOG_ERR, ENOMEM, "reload: calloc: not reloading");
 		ctl->reload_failures++;
 		sd_notify(0, "READY=1");
 		return;
@@ -277,6 +325,8 @@ static void reload(struct control *ctl)
 		log_error("reload: configuration file %s has errors, keeping the running one",
 			  ctl->cfg.path);
 		ctl->reload_failures++;
+		atomic_fetch_add(&ctl->metrics.reload_failures, 1);
+		atomic_store(&ctl->metrics.last_reload_ok, 0);
 		free(errs);
 		sd_notify(0, "READY=1");
 		notify_status(ctl, "serving (last reload failed)");
@@ -290,6 +340,7 @@ static void reload(struct control *ctl)
 		log_set_level(next.log_level);
 	atomic_store_explicit(&ctl->shared.max_connections, next.max_connections,
 			      memory_order_relaxed);
+	atomic_store(&ctl->metrics.max_connections, next.max_connections);
 	worker_params_from_config(&params, &next);
 	for (unsigned i = 0; i < ctl->nworkers; i++)
 		worker_post_params(&ctl->workers[i], &params);
@@ -306,6 +357,9 @@ static void reload(struct control *ctl)
 	next.metrics = ctl->cfg.metrics;
 	ctl->cfg = next;
 	ctl->reloads++;
+	atomic_fetch_add(&ctl->metrics.reloads, 1);
+	atomic_store(&ctl->metrics.last_reload_ok, 1);
+	atomic_store(&ctl->metrics.last_reload_success, (uint64_t)time(NULL));
 	log_info("reload: configuration applied (log_level %s, max_connections %u, "
 		 "idle_timeout %u s, max_pending %u, shutdown_timeout %u s)",
 		 config_log_level_name(next.log_level), next.max_connections,
@@ -345,21 +399,25 @@ static bool handle_signals(struct control *ctl)
 	struct signalfd_siginfo si;
 	bool stop = false;
 
+	bool hup = false;
+
+	/* read them all first: a stop wins over a reload queued with it */
 	while (read(ctl->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGHUP:
-			if (!ctl->stopping)
-				reload(ctl);
+			hup = true;
 			break;
 		case SIGTERM:
 		case SIGINT:
-			if (!ctl->stopping)
+			if (!stop)
 				log_info("received %s from pid %u, stopping",
 					 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", si.ssi_pid);
 			stop = true;
 			break;
 		}
 	}
+	if (hup && !stop)
+		reload(ctl);
 	return stop;
 }
 
@@ -400,6 +458,13 @@ int control_run(const struct echod_config *cfg)
 	}
 	ctl->cfg = *cfg;
 	ctl->sigfd = ctl->exit_fd = -1;
+	ctl->metrics_own.fd = -1;
+	if (metrics_state_init(&ctl->metrics) < 0) {
+		log_error("metrics: pthread_mutex_init failed");
+		free(ctl);
+		return 1;
+	}
+	atomic_store(&ctl->metrics.max_connections, cfg->max_connections);
 	ctl->nworkers = cfg->n_cores ? cfg->n_cores : 1;
 	atomic_store(&ctl->shared.nconns, 0);
 	atomic_store(&ctl->shared.max_connections, cfg->max_connections);
@@ -407,7 +472,7 @@ int control_run(const struct echod_config *cfg)
 	raise_fd_limit(cfg);
 	err = setup_signals(ctl);
 	if (err) {
-		log_errno(LOG_ERR, err, "signal setup (sigaction/sigprocmask/signalfd)");
+		log_errno(LOG_ERR, err, "signal set-up (sigaction SIGPIPE, pthread_sigmask, signalfd)");
 		goto out;
 	}
 	ctl->exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -440,6 +505,15 @@ int control_run(const struct echod_config *cfg)
 		stop_workers(ctl, started);
 		goto out;
 	}
+	pthread_mutex_lock(&ctl->metrics.lock);
+	ctl->metrics.ctr = ctl->ctr;
+	ctl->metrics.nworkers = ctl->nworkers;
+	ctl->metrics.backend = ctl->ops->name;
+	pthread_mutex_unlock(&ctl->metrics.lock);
+	if (start_metrics(ctl) < 0) {
+		stop_workers(ctl, started);
+		goto out;
+	}
 
 	describe_listeners(ctl, where, sizeof(where));
 	log_info("echod %s ready: backend %s, %u worker%s, listening on %s",
@@ -458,6 +532,7 @@ int control_run(const struct echod_config *cfg)
 	log_totals(ctl);
 	log_info("stopped");
 out:
+	stop_metrics(ctl);
 	close_listeners(ctl);
 	if (ctl->exit_fd >= 0)
 		close(ctl->exit_fd);
@@ -465,6 +540,7 @@ out:
 		close(ctl->sigfd);
 	free(ctl->workers);
 	free(ctl->ctr);
+	metrics_state_destroy(&ctl->metrics);
 	free(ctl);
 	return status;
 }

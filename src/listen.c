@@ -340,6 +340,11 @@ fail:
 	return r;
 }
 
+int listen_bind_addr(const struct config_addr *a, int backlog, struct listener *out)
+{
+	return bind_one(a, backlog, false, out);
+}
+
 int listen_bind(struct listen_set *ls, const struct echod_config *cfg, bool reuseport)
 {
 	unsigned first = ls->n;

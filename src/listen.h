@@ -48,6 +48,10 @@ int listen_adopt(struct listen_set *ls);
  * address); on error the sockets bound by this call are closed. */
 int listen_bind(struct listen_set *ls, const struct echod_config *cfg, bool reuseport);
 
+/* Bind and listen on one address (the metrics endpoint's), as
+ * listen_bind() does.  0 or -errno (logged); out->fd is the socket. */
+int listen_bind_addr(const struct config_addr *a, int backlog, struct listener *out);
+
 /* Close the listeners echod bound itself; inherited ones stay open. */
 void listen_close_own(struct listen_set *ls);
 

@@ -97,6 +97,7 @@ static void worker_apply_params(struct worker *w, const struct worker_params *p)
 	if (share < 2)
 		share = 2;
 	w->max_bufs = per_conn < share ? per_conn : share;
+	w->buf_reserve = w->buffer_count / 8 ? w->buffer_count / 8 : 1;
 }
 
 /* ---- clock ---- */
@@ -229,6 +230,13 @@ bool worker_accept_error(struct worker *w, int err)
 	case -ECONNABORTED:
 	case -EPROTO:
 	case -EPERM:           /* a firewall said no to this one */
+	case -ENETDOWN:        /* accept4(2): already-pending network errors */
+	case -ENOPROTOOPT:
+	case -EHOSTDOWN:
+	case -ENONET:
+	case -EHOSTUNREACH:
+	case -EOPNOTSUPP:
+	case -ENETUNREACH:
 		return false;
 	case -EMFILE:  kind = AERR_EMFILE;  break;
 	case -ENFILE:  kind = AERR_ENFILE;  break;
@@ -381,6 +389,13 @@ void worker_control(struct worker *w)
 		for (i = w->lru.head; i != ILIST_NONE; i = w->conns[i].lru.next)
 			w->conns[i].flags |= CONN_DRAIN;
 		w->ops->update_accept(w);
+		/* a listener of this worker's own stops listening now: new
+		 * clients are refused instead of waiting in its backlog; the
+		 * fd stays open (and inherited sockets are never touched) */
+		for (unsigned k = 0; k < w->n_listen; k++)
+			if (w->listen_own[k] && shutdown(w->listen_fds[k], SHUT_RDWR) < 0)
+				log_errno(LOG_WARNING, errno, "worker %u: shutdown listener fd %d",
+					  w->id, w->listen_fds[k]);
 		log_debug("worker %u: draining %u connection(s)", w->id, w->nconns);
 	}
 	if (has_params || stop)
@@ -548,8 +563,11 @@ int worker_start(struct worker *w)
 	int err;
 
 	w->init_error[0] = '\0';
-	if (sem_init(&sa.done, 0, 0) < 0)
-		return -errno;
+	if (sem_init(&sa.done, 0, 0) < 0) {
+		err = -errno;
+		snprintf(w->init_error, sizeof(w->init_error), "sem_init: %s", strerror(-err));
+		return err;
+	}
 	err = pthread_create(&w->thread, NULL, worker_main, &sa);
 	if (err) {
 		sem_destroy(&sa.done);

@@ -81,6 +81,7 @@ struct worker {
 	struct echod_shared *shared;
 	struct worker_counters *ctr;
 	int listen_fds[LISTEN_MAX];
+	bool listen_own[LISTEN_MAX];        /* bound by echod for this worker alone */
 	unsigned n_listen;
 	bool shared_listeners;              /* other workers watch the same fds */
 	uint32_t buffer_count, buffer_size;
@@ -99,6 +100,7 @@ struct worker {
 	uint32_t nconns;
 	struct ilist lru;                   /* open connections, least recently active first */
 	uint32_t max_bufs;                  /* per connection, from max_pending */
+	uint32_t buf_reserve;               /* free buffers kept for connections holding none */
 	uint64_t now_ms;                    /* monotonic, updated by worker_clock */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
 	uint64_t drain_deadline_ms;

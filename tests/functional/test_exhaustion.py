@@ -3,7 +3,9 @@
 come back byte-exact and the exhaustion is counted; when clients stop
 reading and every buffer is held, the starved connections wait without
 a CQE storm or a busy loop (CPU near idle), then resume as buffers come
-back, byte-exact."""
+back, byte-exact; clients that never read cannot take the pool's reserve,
+so a newcomer is still served; and a mix of stalled, streaming and
+late-joining clients completes (a list-corruption regression)."""
 import os
 import re
 import sys
@@ -42,10 +44,23 @@ for be in backends():
                f"[{be}] starved connections wait without spinning ({cpu:.3f} s CPU in 1 s)")
         client_ok(tap, f"[{be}] 100 x 1 MiB byte-exact once the clients read", res, d,
                   total=100 * MiB)
+        # clients that never read hold what they can of the pool, but the
+        # reserve still serves a newcomer at once
+        hogs = client_bg(d.port, "-c", 4, "-n", "32M", "--no-read-ms", 6000, "-s", 53,
+                         timeout=60)
+        time.sleep(2.0)
+        t0 = time.monotonic()
+        res = client(d.port, "-c", 3, "-n", "100", "-s", 54, timeout=3)
+        took = time.monotonic() - t0
+        client_ok(tap, f"[{be}] a newcomer is served while 4 non-reading clients hold the pool "
+                  f"({took:.2f} s)", res, d, total=300)
+        res = client_wait(hogs)
+        client_ok(tap, f"[{be}] the 4 non-reading clients get their 32 MiB once they read", res, d,
+                  total=4 * 32 * MiB)
         tap.ok(d.stop() == 0, f"[{be}] clean exit", diag=d.log_tail())
         t = totals(d)
         tap.diag(f"[{be}] totals: {t}")
-        expect = 100 * 64 * KiB + 100 * MiB
+        expect = 100 * 64 * KiB + 100 * MiB + 300 + 4 * 32 * MiB
         tap.ok(t.get("bytes received") == expect and t.get("bytes sent") == expect,
                f"[{be}] byte counters equal what the clients sent ({expect})", diag=str(t))
         if be == "io_uring":
@@ -57,4 +72,23 @@ for be in backends():
             # epoll sends each buffer as soon as it is read, so 8 buffers
             # run dry only when the kernel's socket buffers are full
             tap.diag(f"[{be}] buffer exhaustion events: {t.get('buffer exhaustion')}")
+
+    # the mix that once corrupted the epoll wait lists: tiny buffers, clients
+    # that stall, fast streamers, and stallers joining one after another
+    with tap.guard(be), Daemon(be, buffer_count=8, buffer_size=512, max_pending=1024,
+                               idle_timeout=0) as d:
+        abc = client_bg(d.port, "-c", 3, "-n", "16M", "--no-read-ms", 3000, "-s", 55, timeout=50)
+        time.sleep(0.5)
+        streams = client_bg(d.port, "-c", 4, "-n", "64M", "-s", 56, timeout=50)
+        time.sleep(0.3)
+        late = []
+        for i in range(4):
+            late.append(client_bg(d.port, "-n", "8M", "--no-read-ms", 800, "-s", 57 + i,
+                                  timeout=40))
+            time.sleep(0.2)
+        ok = all(client_wait(p).ok for p in [abc] + late)
+        res = client_wait(streams)
+        tap.ok(ok, f"[{be}] stalled and late-joining clients complete byte-exact")
+        client_ok(tap, f"[{be}] streamers alongside them complete byte-exact", res, d,
+                  total=4 * 64 * MiB)
 tap.done()

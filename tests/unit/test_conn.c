@@ -77,6 +77,7 @@ static void worker_make(struct worker *w, uint32_t nbufs, uint32_t bufsize,
 	w->max_bufs = 2 * ((max_pending + bufsize - 1) / bufsize) + 2;
 	if (w->max_bufs > nbufs / 4)
 		w->max_bufs = nbufs / 4 < 2 ? 2 : nbufs / 4;
+	w->buf_reserve = nbufs / 8 ? nbufs / 8 : 1;
 }
 
 static void worker_unmake(struct worker *w)

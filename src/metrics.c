@@ -1,0 +1,256 @@
+/* metrics.c - Prometheus text exposition; see metrics.h */
+#include "metrics.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+/* ---- text buffer ---- */
+
+void mbuf_printf(struct mbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->oom)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->oom = true;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = b->cap ? b->cap * 2 : 8192;
+		char *p;
+
+		while (cap - b->len <= (size_t)n)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p) {
+			b->oom = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+}
+
+void mbuf_free(struct mbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---- state ---- */
+
+int metrics_state_init(struct metrics_state *m)
+{
+	int err = pthread_mutex_init(&m->lock, NULL);
+
+	if (err)
+		return -err;
+	atomic_store(&m->last_reload_ok, 1);
+	atomic_store(&m->last_reload_success, (uint64_t)time(NULL));
+	return 0;
+}
+
+void metrics_state_destroy(struct metrics_state *m)
+{
+	pthread_mutex_destroy(&m->lock);
+}
+
+/* ---- families ---- */
+
+static void family(struct mbuf *b, const char *name, const char *type, const char *help)
+{
+	mbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One family with a series per worker. */
+static void per_worker(struct mbuf *b, struct metrics_state *m, const char *name,
+		       const char *type, const char *help, size_t off)
+{
+	family(b, name, type, help);
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&m->ctr[i] + off);
+
+		mbuf_printf(b, "%s{worker=\"%u\"} %llu\n", name, i,
+			    (unsigned long long)ctr_get(v));
+	}
+}
+
+#define PW(b, m, name, type, field, help) \
+	per_worker(b, m, name, type, help, offsetof(struct worker_counters, field))
+
+static const char *const op_names[WOP__COUNT] = {
+	[WOP_ACCEPT] = "accept", [WOP_RECV] = "recv", [WOP_SEND] = "send",
+	[WOP_SHUTDOWN] = "shutdown", [WOP_CLOSE] = "close", [WOP_CANCEL] = "cancel",
+};
+
+static const char *const aerr_names[AERR__COUNT] = {
+	[AERR_EMFILE] = "EMFILE", [AERR_ENFILE] = "ENFILE", [AERR_ENOBUFS] = "ENOBUFS",
+	[AERR_ENOMEM] = "ENOMEM", [AERR_OTHER] = "other",
+};
+
+/* ---- process_* from /proc ---- */
+
+static int read_file(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (!f)
+		return -errno;
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return 0;
+}
+
+static void process_metrics(struct mbuf *b, const char *proc)
+{
+	char path[512], buf[4096], *p;
+	unsigned long long utime, stime, start, vsize;
+	long long rss;
+	long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+
+	snprintf(path, sizeof(path), "%s/self/stat", proc);
+	if (read_file(path, buf, sizeof(buf)) == 0 && (p = strrchr(buf, ')')) &&
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+		   "%*d %*d %*d %*d %*d %*d %llu %llu %lld", &utime, &stime, &start,
+		   &vsize, &rss) == 5) {
+		unsigned long long btime = 0;
+		char sbuf[8192], *q;
+
+		family(b, "process_cpu_seconds_total", "counter",
+		       "Total user and system CPU time spent in seconds.");
+		mbuf_printf(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / tck);
+		family(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+		mbuf_printf(b, "process_resident_memory_bytes %lld\n", rss * page);
+		family(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+		mbuf_printf(b, "process_virtual_memory_bytes %llu\n", vsize);
+		snprintf(path, sizeof(path), "%s/stat", proc);
+		if (read_file(path, sbuf, sizeof(sbuf)) == 0 && (q = strstr(sbuf, "\nbtime ")))
+			btime = strtoull(q + 7, NULL, 10);
+		family(b, "process_start_time_seconds", "gauge",
+		       "Start time of the process since unix epoch in seconds.");
+		mbuf_printf(b, "process_start_time_seconds %.2f\n", (double)btime + (double)start / tck);
+	}
+
+	snprintf(path, sizeof(path), "%s/self/fd", proc);
+	DIR *d = opendir(path);
+
+	if (d) {
+		struct dirent *e;
+		long n = 0;
+
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.')
+				n++;
+		closedir(d);
+		n--;      /* the directory stream's own fd */
+		family(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+		mbuf_printf(b, "process_open_fds %ld\n", n);
+	}
+	snprintf(path, sizeof(path), "%s/self/limits", proc);
+	if (read_file(path, buf, sizeof(buf)) == 0 && (p = strstr(buf, "Max open files"))) {
+		unsigned long long soft;
+
+		if (sscanf(p + strlen("Max open files"), "%llu", &soft) == 1) {
+			family(b, "process_max_fds", "gauge",
+			       "Maximum number of open file descriptors.");
+			mbuf_printf(b, "process_max_fds %llu\n", soft);
+		}
+	}
+}
+
+/* ---- the exposition ---- */
+
+int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
+{
+	atomic_fetch_add_explicit(&m->scrapes, 1, memory_order_relaxed);
+	family(b, "echod_build_info", "gauge", "Version of echod; the value is always 1.");
+	mbuf_printf(b, "echod_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+
+	pthread_mutex_lock(&m->lock);
+	family(b, "echod_backend_info", "gauge", "Event loop backend in use; the value is always 1.");
+	mbuf_printf(b, "echod_backend_info{backend=\"%s\"} 1\n", m->backend ? m->backend : "none");
+	family(b, "echod_workers", "gauge", "Event loops (worker threads) running.");
+	mbuf_printf(b, "echod_workers %u\n", m->nworkers);
+	family(b, "echod_max_connections", "gauge", "Configured limit of open client connections.");
+	mbuf_printf(b, "echod_max_connections %u\n", atomic_load(&m->max_connections));
+
+	PW(b, m, "echod_connections_accepted_total", "counter", accepted,
+	   "Client connections accepted and served.");
+	PW(b, m, "echod_connections_current", "gauge", current, "Client connections open now.");
+	PW(b, m, "echod_connections_rejected_total", "counter", rejected,
+	   "Connections closed at once because max_connections was reached (or echod was stopping).");
+	PW(b, m, "echod_connections_closed_total", "counter", closed, "Client connections closed.");
+	PW(b, m, "echod_connection_errors_total", "counter", conn_errors,
+	   "Connections closed on an I/O error (reset by the peer, ...).");
+	PW(b, m, "echod_idle_timeouts_total", "counter", idle_timeouts,
+	   "Connections closed after idle_timeout without traffic.");
+	PW(b, m, "echod_received_bytes_total", "counter", bytes_received,
+	   "Bytes received from clients (to be echoed).");
+	PW(b, m, "echod_sent_bytes_total", "counter", bytes_sent, "Bytes echoed back to clients.");
+	PW(b, m, "echod_discarded_bytes_total", "counter", bytes_discarded,
+	   "Bytes received after echod shut its write side while stopping, not echoed.");
+	PW(b, m, "echod_backpressure_pauses_total", "counter", backpressure_pauses,
+	   "Times a connection stopped being read because its unsent bytes reached max_pending.");
+	PW(b, m, "echod_buffer_exhaustion_total", "counter", buf_exhausted,
+	   "Reads that found no free buffer (io_uring: provided-buffer ring empty, -ENOBUFS).");
+	PW(b, m, "echod_cq_overflow_total", "counter", cq_overflow,
+	   "Event loop iterations that found the io_uring completion queue overflowed.");
+	PW(b, m, "echod_multishot_rearms_total", "counter", rearms,
+	   "io_uring multishot accepts and receives armed again after they ended.");
+
+	family(b, "echod_accept_errors_total", "counter", "accept() failures, by errno.");
+	for (unsigned i = 0; i < m->nworkers; i++)
+		for (int k = 0; k < AERR__COUNT; k++)
+			mbuf_printf(b, "echod_accept_errors_total{worker=\"%u\",errno=\"%s\"} %llu\n",
+				    i, aerr_names[k],
+				    (unsigned long long)ctr_get(&m->ctr[i].accept_errors[k]));
+	family(b, "echod_io_errors_total", "counter",
+	       "Failed I/O operations (io_uring CQEs with an error, or failed syscalls), by op.");
+	for (unsigned i = 0; i < m->nworkers; i++)
+		for (int k = 0; k < WOP__COUNT; k++)
+			mbuf_printf(b, "echod_io_errors_total{worker=\"%u\",op=\"%s\"} %llu\n",
+				    i, op_names[k],
+				    (unsigned long long)ctr_get(&m->ctr[i].op_errors[k]));
+	pthread_mutex_unlock(&m->lock);
+
+	family(b, "echod_reloads_total", "counter", "Configuration reloads applied.");
+	mbuf_printf(b, "echod_reloads_total %llu\n", (unsigned long long)atomic_load(&m->reloads));
+	family(b, "echod_reload_failures_total", "counter",
+	       "Configuration reloads refused (the file had errors).");
+	mbuf_printf(b, "echod_reload_failures_total %llu\n",
+		    (unsigned long long)atomic_load(&m->reload_failures));
+	family(b, "echod_config_last_reload_successful", "gauge",
+	       "Whether the last configuration reload attempt succeeded.");
+	mbuf_printf(b, "echod_config_last_reload_successful %d\n", atomic_load(&m->last_reload_ok));
+	family(b, "echod_config_last_reload_success_timestamp_seconds", "gauge",
+	       "Time of the last successful configuration load (start or reload), unix seconds.");
+	mbuf_printf(b, "echod_config_last_reload_success_timestamp_seconds %llu\n",
+		    (unsigned long long)atomic_load(&m->last_reload_success));
+	family(b, "echod_metrics_scrapes_total", "counter", "Requests for /metrics served.");
+	mbuf_printf(b, "echod_metrics_scrapes_total %llu\n",
+		    (unsigned long long)atomic_load(&m->scrapes));
+
+	process_metrics(b, proc ? proc : "/proc");
+	return b->oom ? -ENOMEM : 0;
+}
