@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import (MiB, SYSTEMD_SOCKET_ACTIVATE, Daemon, Tap, backends,  # noqa: E402
                        client, client_ok, free_port)
+from metricsutil import request  # noqa: E402
 
 tap = Tap()
 ssa = SYSTEMD_SOCKET_ACTIVATE or "/usr/bin/systemd-socket-activate"
@@ -52,6 +53,8 @@ for be in backends():
     # a metrics socket by name, beside the echo socket
     p1, p2 = free_port(), free_port()
     with tap.guard(be), Daemon(be, wait_ready=False,
+                               metrics={"enabled": True, "address": "127.0.0.1",
+                                        "port": free_port()},
                                argv_prefix=[ssa, "-l", f"127.0.0.1:{p1}", "-l", f"127.0.0.1:{p2}",
                                             "--fdname=echo:metrics"]) as d:
         d.wait_log(r"Listening on .*:%d" % p2, 5)
@@ -61,6 +64,11 @@ for be in backends():
         tap.ok(re.search(r"adopted 1 listener", d.log()) and
                not re.search(rf"listening on .*:{p2}", d.log()),
                f"[{be}] a socket named \"metrics\" is not an echo listener", diag=d.log_tail())
+        st, hd, body = request(p2)
+        tap.ok(st == 200 and b"echod_received_bytes_total" in body and
+               re.search(r"metrics: serving .*socket-activated", d.log()),
+               f"[{be}] /metrics served on the socket-activated metrics socket",
+               diag=f"{st}\n{d.log_tail()}")
 
     # malformed variables: refused at start, clearly
     for env, what in (({"LISTEN_PID": "abc", "LISTEN_FDS": "1"}, "LISTEN_PID=abc"),

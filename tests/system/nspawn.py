@@ -320,7 +320,15 @@ def _run_group(cmd, timeout=None, **kw):
     """subprocess.run in a new process group; on timeout, error or signal
     (exception) the whole group - our child and its descendants - is
     SIGKILLed by its id before the exception propagates."""
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def child_setup():
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)      # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    p = subprocess.Popen(cmd, start_new_session=True, preexec_fn=child_setup, **kw)
     try:
         p.wait(timeout=timeout)
     except BaseException:
@@ -431,7 +439,10 @@ def ensure_root(path=None, log=_log_default):
                     ["debootstrap", "--variant=minbase", "--merged-usr",
                      "--components=main", "--include=" + ",".join(PACKAGES),
                      SUITE, tmp, src["mirror"]],
-                    stdout=lf, stderr=subprocess.STDOUT, env=env, timeout=1800)
+                    stdout=lf, stderr=subprocess.STDOUT, env=env, timeout=1800,
+                    # the build's processes hold the lock too: if this harness
+                    # is SIGKILLed, no one removes the tree while they still run
+                    pass_fds=(lockf.fileno(),))
             if r.returncode != 0:
                 with open(logfile) as lf:
                     tail = lf.read()[-3000:]
@@ -682,7 +693,7 @@ class Container:
                 with open(p, "w") as f:
                     f.write("0")
             # if the harness dies, nspawn gets SIGTERM: it powers the container off
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)      # PR_SET_PDEATHSIG
             if os.getppid() != parent:
                 os._exit(1)
 
