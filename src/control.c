@@ -34,6 +34,7 @@ struct control {
 	int exit_fd;
 	uint64_t reloads, reload_failures;
 	bool stopping;
+	bool fd_store;                     /* hand connections to systemd at stop */
 	struct metrics_state metrics;      /* read by the HTTP thread */
 	struct http *http;
 	struct listener metrics_own;       /* metrics socket bound here, fd -1 if none */
@@ -444,7 +445,7 @@ static int serve(struct control *ctl)
 	}
 }
 
-int control_run(const struct echod_config *cfg)
+int control_run(const struct echod_config *cfg, bool fd_store)
 {
 	struct control *ctl;
 	char why[256], where[1024];
@@ -457,6 +458,7 @@ int control_run(const struct echod_config *cfg)
 		return 1;
 	}
 	ctl->cfg = *cfg;
+	ctl->fd_store = fd_store;
 	ctl->sigfd = ctl->exit_fd = -1;
 	ctl->metrics_own.fd = -1;
 	if (metrics_state_init(&ctl->metrics) < 0) {

@@ -8,11 +8,15 @@
 #ifndef ECHOD_CONTROL_H
 #define ECHOD_CONTROL_H
 
+#include <stdbool.h>
+
 #include "config.h"
 
-/* Serve with cfg (loaded from cfg->path) until told to stop.  Returns
- * the process exit status: 0 after a clean stop, 1 on a start-up or
- * fatal error. */
-int control_run(const struct echod_config *cfg);
+/* Serve with cfg (loaded from cfg->path) until told to stop.  With
+ * fd_store, a stop hands the established connections to systemd's file
+ * descriptor store instead of closing them (a restart resumes them).
+ * Returns the process exit status: 0 after a clean stop, 1 on a
+ * start-up or fatal error. */
+int control_run(const struct echod_config *cfg, bool fd_store);
 
 #endif

@@ -23,6 +23,9 @@ static const char usage_text[] =
 	"  -c, --config FILE     configuration file (default " ECHOD_CONFIG_PATH ")\n"
 	"  -t, --check-config    check the configuration, print 'configuration OK'\n"
 	"                        or every error as FILE:LINE: message, and exit\n"
+	"      --fd-store        on SIGTERM, hand established connections to systemd's\n"
+	"                        file descriptor store (FileDescriptorStoreMax=), so\n"
+	"                        that 'systemctl restart' keeps them\n"
 	"  -h, --help            show this help and exit\n"
 	"  -V, --version         show the version and exit\n"
 	"\n"
@@ -44,6 +47,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 't' },
+		{ "fd-store", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -51,7 +55,7 @@ int main(int argc, char **argv)
 	const char *path = ECHOD_CONFIG_PATH;
 	struct echod_config *cfg;
 	struct config_errors *errs;
-	bool check = false;
+	bool check = false, fd_store = false;
 	int opt, err, status;
 
 	while ((opt = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
@@ -61,6 +65,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			check = true;
+			break;
+		case 'F':
+			fd_store = true;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -106,7 +113,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(cfg->log_level);
-	status = control_run(cfg);
+	status = control_run(cfg, fd_store);
 	free(cfg);
 	return status;
 }

@@ -66,6 +66,7 @@ int metrics_state_init(struct metrics_state *m)
 		return -err;
 	atomic_store(&m->last_reload_ok, 1);
 	atomic_store(&m->last_reload_success, (uint64_t)time(NULL));
+	m->start_time = (double)time(NULL);
 	return 0;
 }
 
@@ -122,7 +123,7 @@ static int read_file(const char *path, char *buf, size_t len)
 	return 0;
 }
 
-static void process_metrics(struct mbuf *b, const char *proc)
+static void process_metrics(struct mbuf *b, const char *proc, double fallback_start)
 {
 	char path[512], buf[4096], *p;
 	unsigned long long utime, stime, start, vsize;
@@ -149,7 +150,9 @@ static void process_metrics(struct mbuf *b, const char *proc)
 			btime = strtoull(q + 7, NULL, 10);
 		family(b, "process_start_time_seconds", "gauge",
 		       "Start time of the process since unix epoch in seconds.");
-		mbuf_printf(b, "process_start_time_seconds %.2f\n", (double)btime + (double)start / tck);
+		/* /proc/stat is hidden under ProcSubset=pid: the time echod noted */
+		mbuf_printf(b, "process_start_time_seconds %.2f\n",
+			    btime ? (double)btime + (double)start / tck : fallback_start);
 	}
 
 	snprintf(path, sizeof(path), "%s/self/fd", proc);
@@ -251,6 +254,6 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	mbuf_printf(b, "echod_metrics_scrapes_total %llu\n",
 		    (unsigned long long)atomic_load(&m->scrapes));
 
-	process_metrics(b, proc ? proc : "/proc");
+	process_metrics(b, proc ? proc : "/proc", m->start_time);
 	return b->oom ? -ENOMEM : 0;
 }

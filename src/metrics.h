@@ -32,6 +32,7 @@ struct metrics_state {
 	_Atomic int last_reload_ok;           /* 1 until a reload fails */
 	_Atomic uint64_t last_reload_success; /* unix time; start time at first */
 	_Atomic uint64_t scrapes;
+	double start_time;                    /* unix time at start-up, if /proc/stat is hidden */
 };
 
 /* A growable text buffer. */
