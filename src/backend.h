@@ -19,6 +19,10 @@
  *              backend's own I/O (drain, new limits, a timeout failed it):
  *              act on it now (e.g. close a failed connection).
  *     update_accept(w): arm or disarm accepting per worker_accept_allowed().
+ *     adopt_conn(w, c), conn_busy(w, c, cancel): connections handed from
+ *              one worker to another (a reload that changes the backend,
+ *              the buffers or the cores; a restart through systemd's fd
+ *              store) leave one backend idle and join the other.
  *     fini(w): close every connection still open, free the event set.
  */
 #ifndef ECHOD_BACKEND_H
@@ -39,6 +43,11 @@ struct backend_ops {
 	int (*run)(struct worker *w);   /* 0 or -errno */
 	void (*update_conn)(struct worker *w, struct conn *c);
 	void (*update_accept)(struct worker *w);
+	/* Hand-over: a connection taken from another worker; register it. */
+	void (*adopt_conn)(struct worker *w, struct conn *c);
+	/* Hand-over: whether an op on c is in flight; with cancel, cancel
+	 * every one (their completions still arrive). */
+	bool (*conn_busy)(struct worker *w, struct conn *c, bool cancel);
 	void (*fini)(struct worker *w);
 };
 

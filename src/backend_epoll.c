@@ -257,6 +257,37 @@ static void ep_update_conn(struct worker *w, struct conn *c)
 	ep_process(w, c);
 }
 
+static void ep_adopt_conn(struct worker *w, struct conn *c)
+{
+	struct ep *ep = w->be;
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.data.u64 = (TAG_CONN << TAG_SHIFT) | conn_key(c),
+	};
+
+	/* readiness unknown: try both; the next edges come from this set */
+	c->bstate = EB_READABLE | EB_WRITABLE;
+	if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+		log_errno(LOG_ERR, errno, "worker %u: epoll_ctl ADD handed-over fd %d", w->id, c->fd);
+		conn_fail(w, c, -errno);
+	}
+	ep_process(w, c);
+}
+
+/* Nothing is ever in flight with epoll; leave the backend's lists. */
+static bool ep_conn_busy(struct worker *w, struct conn *c, bool cancel)
+{
+	struct ep *ep = w->be;
+
+	(void)cancel;
+	if (c->bstate & EB_WAITBUF)
+		ilist_remove(w, &ep->waitbuf, c, WAIT);
+	if (c->bstate & EB_READY)
+		ilist_remove(w, &ep->ready, c, WAIT);
+	c->bstate &= ~(EB_WAITBUF | EB_READY);
+	return false;
+}
+
 static void ep_accept(struct worker *w, int lfd)
 {
 	struct ep *ep = w->be;
@@ -426,5 +457,7 @@ const struct backend_ops backend_epoll = {
 	.run = ep_run,
 	.update_conn = ep_update_conn,
 	.update_accept = ep_update_accept,
+	.adopt_conn = ep_adopt_conn,
+	.conn_busy = ep_conn_busy,
 	.fini = ep_fini,
 };

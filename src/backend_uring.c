@@ -415,6 +415,8 @@ static void ur_process(struct worker *w, struct conn *c)
 			ur_finish_close(w, c);
 		return;
 	}
+	if (w->state == WORKER_HANDOVER && w->quiesce_sent && !(c->flags & CONN_FAILED))
+		return;     /* being handed over: no new op */
 	next = conn_next(w, c);
 	if (next & CONN_NEXT_SHUTDOWN) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
@@ -455,6 +457,33 @@ static void ur_process(struct worker *w, struct conn *c)
 static void ur_update_conn(struct worker *w, struct conn *c)
 {
 	ur_process(w, c);
+}
+
+static void ur_adopt_conn(struct worker *w, struct conn *c)
+{
+	c->bstate = 0;
+	ur_process(w, c);
+}
+
+static bool ur_conn_busy(struct worker *w, struct conn *c, bool cancel)
+{
+	struct ur *ur = w->be;
+	bool busy = c->bstate & (UB_RECV | UB_SEND);
+
+	if (c->bstate & UB_STARVED) {
+		ilist_remove(w, &ur->starved, c, WAIT);
+		c->bstate &= ~UB_STARVED;
+	}
+	if (busy && cancel && !(c->bstate & UB_CANCEL_ALL)) {
+		struct io_uring_sqe *sqe = ur_sqe(w);
+
+		io_uring_prep_cancel64(sqe, 0, 0);
+		sqe->fd = c->fd;
+		sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+		io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
+		c->bstate |= UB_CANCEL_ALL;
+	}
+	return busy;
 }
 
 static void ur_update_accept(struct worker *w)
@@ -788,5 +817,7 @@ const struct backend_ops backend_io_uring = {
 	.run = ur_run,
 	.update_conn = ur_update_conn,
 	.update_accept = ur_update_accept,
+	.adopt_conn = ur_adopt_conn,
+	.conn_busy = ur_conn_busy,
 	.fini = ur_fini,
 };

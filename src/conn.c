@@ -1,6 +1,8 @@
 /* conn.c - the echo logic; see conn.h */
 #include "conn.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "worker.h"
@@ -81,6 +83,11 @@ int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int
 	const struct bufpool *p = &w->pool;
 	int n = 0;
 
+	if (c->carry && max > 0) {
+		iov[0].iov_base = c->carry + c->carry_off;
+		iov[0].iov_len = c->carry_len - c->carry_off;
+		n = 1;
+	}
 	for (uint32_t b = c->q_head; b != BUF_NONE && n < max; b = p->meta[b].next) {
 		iov[n].iov_base = bufpool_ptr(p, b) + p->meta[b].off;
 		iov[n].iov_len = p->meta[b].len;
@@ -99,6 +106,16 @@ void conn_sent(struct worker *w, struct conn *c, uint32_t n)
 	ctr_add(&w->ctr->bytes_sent, n);
 	if (n)
 		worker_conn_touch(w, c);
+	if (c->carry) {
+		uint32_t k = c->carry_len - c->carry_off;
+
+		if (n < k) {
+			c->carry_off += n;
+			return;
+		}
+		n -= k;
+		conn_carry_free(c);
+	}
 	while (n) {
 		uint32_t b = c->q_head;
 		struct bufmeta *m = &p->meta[b];
@@ -140,7 +157,7 @@ void conn_fail(struct worker *w, struct conn *c, int err)
 
 bool conn_want_read(struct worker *w, struct conn *c)
 {
-	if (c->flags & (CONN_EOF | CONN_FAILED))
+	if (c->flags & (CONN_EOF | CONN_FAILED | CONN_FREEZE))
 		return false;
 	if (c->flags & CONN_WR_SHUT)
 		return true;          /* discarding until the peer's EOF */
@@ -173,9 +190,58 @@ unsigned conn_next(struct worker *w, struct conn *c)
 	}
 	if (c->pending)
 		next |= CONN_NEXT_SEND;
-	else if (c->flags & (CONN_EOF | CONN_DRAIN))
+	else if ((c->flags & (CONN_EOF | CONN_DRAIN)) && !(c->flags & CONN_FREEZE))
 		return CONN_NEXT_SHUTDOWN;
 	if (conn_want_read(w, c))
 		next |= CONN_NEXT_READ;
 	return next;
+}
+
+void conn_carry_free(struct conn *c)
+{
+	free(c->carry);
+	c->carry = NULL;
+	c->carry_off = c->carry_len = 0;
+}
+
+int conn_export(struct worker *w, const struct conn *c, struct conn_export *e)
+{
+	uint32_t off = 0;
+
+	e->fd = c->fd;
+	e->flags = c->flags & CONN_EXPORTED_FLAGS;
+	e->len = c->pending;
+	e->data = NULL;
+	if (!c->pending)
+		return 0;
+	e->data = malloc(c->pending);
+	if (!e->data)
+		return -ENOMEM;
+	/* the carry first, then the queue's buffers, in order */
+	const struct bufpool *p = &w->pool;
+
+	if (c->carry) {
+		memcpy(e->data, c->carry + c->carry_off, c->carry_len - c->carry_off);
+		off = c->carry_len - c->carry_off;
+	}
+	for (uint32_t b = c->q_head; b != BUF_NONE; b = p->meta[b].next) {
+		memcpy(e->data + off, bufpool_ptr(p, b) + p->meta[b].off, p->meta[b].len);
+		off += p->meta[b].len;
+	}
+	return 0;
+}
+
+void conn_import(struct worker *w, struct conn *c, struct conn_export *e)
+{
+	(void)w;
+	c->flags |= e->flags & CONN_EXPORTED_FLAGS;
+	if (e->len) {
+		c->carry = e->data;
+		c->carry_off = 0;
+		c->carry_len = e->len;
+		c->pending = e->len;
+	} else {
+		free(e->data);
+	}
+	e->data = NULL;
 }

@@ -41,6 +41,9 @@ struct ilist {
 #define CONN_DRAIN      (1u << 3)  /* stop reading, flush, shut, discard */
 #define CONN_PAUSED     (1u << 4)  /* reading stopped by backpressure */
 #define CONN_IN_USE     (1u << 5)  /* slot is allocated */
+#define CONN_FREEZE     (1u << 6)  /* being handed over: stop reading, keep sending */
+/* the state a connection keeps when handed to another worker or process */
+#define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN)
 
 /* conn_next() result bits */
 #define CONN_NEXT_READ      (1u << 0)  /* read more (into the queue, or discard) */
@@ -65,6 +68,18 @@ struct conn {
 	struct ilink wait;     /* a backend's wait/ready list */
 	uint32_t bstate;       /* backend's private state bits */
 	uint64_t last_active;  /* worker clock, ms */
+	uint8_t *carry;        /* unsent bytes carried over from a hand-over (malloc'd), */
+	uint32_t carry_off;    /* sent before the queue; NULL when none */
+	uint32_t carry_len;
+};
+
+/* A connection as handed from one worker (or process) to another: its
+ * socket, its state and the bytes received but not yet echoed. */
+struct conn_export {
+	int fd;
+	uint32_t flags;        /* CONN_EXPORTED_FLAGS bits */
+	uint32_t len;
+	uint8_t *data;         /* malloc'd, len bytes, or NULL */
 };
 
 /* Queue len bytes received into buffer bid at offset off.  Takes the
@@ -105,5 +120,13 @@ unsigned conn_next(struct worker *w, struct conn *c);
 
 /* Whether the connection may read now (part of conn_next). */
 bool conn_want_read(struct worker *w, struct conn *c);
+
+/* Export c's state into e (fd, flags, the unsent bytes copied out).
+ * 0 or -ENOMEM. */
+int conn_export(struct worker *w, const struct conn *c, struct conn_export *e);
+/* Take e's state into a fresh slot c: e->data becomes c's carry. */
+void conn_import(struct worker *w, struct conn *c, struct conn_export *e);
+/* Release the carry, if any. */
+void conn_carry_free(struct conn *c);
 
 #endif

@@ -15,27 +15,28 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "handoff.h"
 #include "http.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
+#include "wset.h"
+
+#define HANDOVER_FLUSH_MS 250       /* a reload's hand-over: flush this long first */
 
 struct control {
 	struct echod_config cfg;           /* the running configuration */
-	const struct backend_ops *ops;
-	unsigned nworkers;
-	struct worker *workers;
-	struct worker_counters *ctr;       /* one per worker, cache-line apart */
+	struct wset ws;                    /* the running workers */
 	struct echod_shared shared;
-	struct listen_set *sets;           /* one, or one per worker (SO_REUSEPORT) */
+	struct listen_set *sets;           /* one, or one per worker at start (SO_REUSEPORT) */
 	unsigned nsets;
 	int sigfd;
 	int exit_fd;
-	uint64_t reloads, reload_failures;
-	bool stopping;
+	uint64_t reloads;
 	bool fd_store;                     /* hand connections to systemd at stop */
 	struct metrics_state metrics;      /* read by the HTTP thread */
+	struct worker_counters *base;      /* counted by replaced workers (metrics) */
 	struct http *http;
 	struct listener metrics_own;       /* metrics socket bound here, fd -1 if none */
 };
@@ -53,7 +54,7 @@ static void notify_status(struct control *ctl, const char *what)
 	uint32_t n = atomic_load_explicit(&ctl->shared.nconns, memory_order_relaxed);
 
 	sd_notifyf(0, "STATUS=%s: backend %s, %u worker%s, %u connection%s, %llu reload%s",
-		   what, ctl->ops->name, ctl->nworkers, ctl->nworkers == 1 ? "" : "s",
+		   what, ctl->ws.ops->name, ctl->ws.n, ctl->ws.n == 1 ? "" : "s",
 		   n, n == 1 ? "" : "s", (unsigned long long)ctl->reloads,
 		   ctl->reloads == 1 ? "" : "s");
 }
@@ -98,27 +99,30 @@ static void raise_fd_limit(const struct echod_config *cfg)
 
 static int setup_listeners(struct control *ctl)
 {
+	unsigned nw = ctl->cfg.n_cores ? ctl->cfg.n_cores : 1;
 	int n;
 
-	ctl->sets = calloc(ctl->nworkers, sizeof(*ctl->sets));
+	ctl->sets = calloc(nw, sizeof(*ctl->sets));
 	if (!ctl->sets)
 		return -ENOMEM;
-	for (unsigned i = 0; i < ctl->nworkers; i++)
+	for (unsigned i = 0; i < nw; i++)
 		listen_set_init(&ctl->sets[i]);
+	ctl->nsets = 1;
 	n = listen_adopt(&ctl->sets[0]);
 	if (n < 0)
 		return n;
 	if (n > 0) {
-		ctl->nsets = 1;
 		log_info("socket activation: adopted %d listener%s", n, n == 1 ? "" : "s");
 		return 0;
 	}
 	if (ctl->sets[0].metrics_fd >= 0)
 		log_info("socket activation: metrics socket only; binding the echo listeners");
-	/* one socket per worker lets the kernel spread connections */
-	ctl->nsets = ctl->nworkers;
+	/* one socket per worker lets the kernel spread connections; the set
+	 * of sockets never changes after start-up (closing a SO_REUSEPORT
+	 * socket would reset the connections in its backlog) */
+	ctl->nsets = nw;
 	for (unsigned i = 0; i < ctl->nsets; i++) {
-		int err = listen_bind(&ctl->sets[i], &ctl->cfg, ctl->nworkers > 1);
+		int err = listen_bind(&ctl->sets[i], &ctl->cfg, nw > 1);
 
 		if (err)
 			return err;
@@ -132,48 +136,60 @@ static void close_listeners(struct control *ctl)
 		return;
 	for (unsigned i = 0; i < ctl->nsets; i++)
 		listen_close_own(&ctl->sets[i]);
+	for (unsigned i = 0; i < ctl->sets[0].n_handed; i++)
+		close(ctl->sets[0].handed[i].fd);
+	free(ctl->sets[0].handed);
 	free(ctl->sets);
 	ctl->sets = NULL;
 }
 
 static void describe_listeners(struct control *ctl, char *buf, size_t len)
 {
-	const struct listen_set *ls = &ctl->sets[0];
 	size_t off = 0;
 
 	buf[0] = '\0';
-	for (unsigned i = 0; i < ls->n && off < len; i++) {
-		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "", ls->l[i].name);
+	for (unsigned s = 0; s < ctl->nsets && s < 1; s++) {
+		const struct listen_set *ls = &ctl->sets[s];
 
-		if (n < 0)
-			break;
-		off += (size_t)n;
+		for (unsigned i = 0; i < ls->n && off < len; i++) {
+			int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "",
+					 ls->l[i].name);
+
+			if (n < 0)
+				break;
+			off += (size_t)n;
+		}
 	}
 }
 
 /* ---- metrics endpoint ---- */
 
-static int start_metrics(struct control *ctl)
+/* Serve /metrics per cfg: on the inherited metrics socket, or on one
+ * bound here (returned in *own). */
+static int metrics_open(struct control *ctl, const struct echod_config *cfg,
+			struct http **http, struct listener *own)
 {
 	int fd = ctl->sets[0].metrics_fd, err;
 
-	if (!ctl->cfg.metrics.enabled) {
-		if (fd >= 0)
-			log_notice("metrics: disabled in the configuration; the socket-activated "
-				   "metrics socket stays unused");
+	own->fd = -1;
+	*http = NULL;
+	if (!cfg->metrics.enabled)
 		return 0;
-	}
 	if (fd < 0) {
-		err = listen_bind_addr(&ctl->cfg.metrics.address, 128, &ctl->metrics_own);
+		err = listen_bind_addr(&cfg->metrics.address, 128, own);
 		if (err)
 			return err;
-		fd = ctl->metrics_own.fd;
+		fd = own->fd;
 	}
-	err = http_start(&ctl->http, fd, &ctl->metrics);
-	if (err)
+	err = http_start(http, fd, &ctl->metrics);
+	if (err) {
+		if (own->fd >= 0)
+			close(own->fd);
+		own->fd = -1;
 		return err;
-	if (ctl->metrics_own.fd >= 0) {
-		log_info("metrics: serving http://%s/metrics", ctl->metrics_own.name);
+	}
+	if (own->fd >= 0) {
+		log_info("metrics: serving http://%s/metrics", own->name);
 	} else {
 		char name[64];
 
@@ -183,123 +199,158 @@ static int start_metrics(struct control *ctl)
 	return 0;
 }
 
-static void stop_metrics(struct control *ctl)
+static void metrics_close(struct http *http, struct listener *own)
 {
-	http_stop(ctl->http);
-	ctl->http = NULL;
-	if (ctl->metrics_own.fd >= 0)
-		close(ctl->metrics_own.fd);
-	ctl->metrics_own.fd = -1;
+	http_stop(http);
+	if (own->fd >= 0)
+		close(own->fd);
+	own->fd = -1;
 }
 
-/* ---- workers ---- */
-
-/* Start the workers in order; *started counts those running. */
-static int start_workers(struct control *ctl, unsigned *started)
+/* Move the metrics endpoint to next's settings; on failure the old one
+ * goes on as it was.  0 or -errno. */
+static int metrics_reopen(struct control *ctl, const struct echod_config *next)
 {
-	struct worker_params params;
+	const struct echod_config *cur = &ctl->cfg;
+	struct listener own = { .fd = -1 };
+	struct http *http = NULL;
+	int err;
 
-	worker_params_from_config(&params, &ctl->cfg);
-	for (unsigned i = 0; i < ctl->nworkers; i++) {
-		struct worker *w = &ctl->workers[i];
-		const struct listen_set *ls = &ctl->sets[ctl->nsets == 1 ? 0 : i];
-		int err;
+	if (cur->metrics.enabled && next->metrics.enabled &&
+	    !memcmp(&cur->metrics.address.sa, &next->metrics.address.sa,
+		    sizeof(next->metrics.address.sa)))
+		return 0;      /* same socket */
+	err = metrics_open(ctl, next, &http, &own);
+	if (err == -EADDRINUSE && ctl->metrics_own.fd >= 0) {
+		/* overlaps the old address: the old one must go first */
+		struct listener old = ctl->metrics_own;
 
-		w->id = i;
-		w->core = ctl->cfg.n_cores ? ctl->cfg.cores[i] : -1;
-		w->ops = ctl->ops;
-		w->shared = &ctl->shared;
-		w->ctr = &ctl->ctr[i];
-		w->exit_fd = ctl->exit_fd;
-		w->n_listen = ls->n;
-		for (unsigned j = 0; j < ls->n; j++) {
-			w->listen_fds[j] = ls->l[j].fd;
-			w->listen_own[j] = !ls->l[j].inherited && ctl->nsets == ctl->nworkers;
-		}
-		w->shared_listeners = ctl->nsets == 1 && ctl->nworkers > 1;
-		w->buffer_count = ctl->cfg.buffer_count;
-		w->buffer_size = ctl->cfg.buffer_size;
-		w->conn_cap = CONFIG_MAX_CONNECTIONS_MAX;
-		w->params = params;
-		err = worker_setup(w);
-		if (err) {
-			log_errno(LOG_ERR, err, "worker %u: set-up (eventfd, pthread_mutex_init)", i);
+		http_stop(ctl->http);
+		ctl->http = NULL;
+		close(old.fd);
+		ctl->metrics_own.fd = -1;
+		err = metrics_open(ctl, next, &http, &own);
+		if (err && metrics_open(ctl, cur, &ctl->http, &ctl->metrics_own) < 0)
+			log_error("metrics: the old endpoint could not be restored");
+		if (err)
 			return err;
-		}
-		err = worker_start(w);
-		if (err) {
-			log_error("worker %u: %s", i, w->init_error);
-			worker_teardown(w);
-			return err;
-		}
-		(*started)++;
+	} else if (err) {
+		return err;
 	}
+	metrics_close(ctl->http, &ctl->metrics_own);
+	ctl->http = http;
+	ctl->metrics_own = own;
 	return 0;
+}
+
+static void publish_workers(struct control *ctl)
+{
+	pthread_mutex_lock(&ctl->metrics.lock);
+	ctl->metrics.ctr = ctl->ws.ctr;
+	ctl->metrics.base = ctl->base;
+	ctl->metrics.nworkers = ctl->ws.n;
+	ctl->metrics.backend = ctl->ws.ops->name;
+	pthread_mutex_unlock(&ctl->metrics.lock);
 }
 
 /* One line with the totals of every worker's counters. */
 static void log_totals(struct control *ctl)
 {
-	uint64_t t[10] = { 0 };
+	struct worker_counters sum;
+	unsigned long long t[10];
 
-	for (unsigned i = 0; i < ctl->nworkers; i++) {
-		struct worker_counters *c = &ctl->ctr[i];
-
-		t[0] += ctr_get(&c->accepted);
-		t[1] += ctr_get(&c->rejected);
-		t[2] += ctr_get(&c->bytes_received);
-		t[3] += ctr_get(&c->bytes_sent);
-		t[4] += ctr_get(&c->buf_exhausted);
-		t[5] += ctr_get(&c->backpressure_pauses);
-		t[6] += ctr_get(&c->idle_timeouts);
-		t[7] += ctr_get(&c->conn_errors);
-		t[8] += ctr_get(&c->cq_overflow);
-		t[9] += ctr_get(&c->rearms);
-	}
+	memset(&sum, 0, sizeof(sum));
+	metrics_fold(&sum, 1, ctl->ws.ctr, ctl->ws.n);
+	if (ctl->base)
+		metrics_fold(&sum, 1, ctl->base, ctl->ws.n);
+	t[0] = ctr_get(&sum.accepted);
+	t[1] = ctr_get(&sum.rejected);
+	t[2] = ctr_get(&sum.bytes_received);
+	t[3] = ctr_get(&sum.bytes_sent);
+	t[4] = ctr_get(&sum.buf_exhausted);
+	t[5] = ctr_get(&sum.backpressure_pauses);
+	t[6] = ctr_get(&sum.idle_timeouts);
+	t[7] = ctr_get(&sum.conn_errors);
+	t[8] = ctr_get(&sum.cq_overflow);
+	t[9] = ctr_get(&sum.rearms);
 	log_info("totals: accepted %llu, rejected %llu, bytes received %llu, bytes sent %llu, "
 		 "buffer exhaustion %llu, backpressure pauses %llu, idle timeouts %llu, "
 		 "connection errors %llu, cq overflow %llu, rearms %llu",
-		 (unsigned long long)t[0], (unsigned long long)t[1], (unsigned long long)t[2],
-		 (unsigned long long)t[3], (unsigned long long)t[4], (unsigned long long)t[5],
-		 (unsigned long long)t[6], (unsigned long long)t[7], (unsigned long long)t[8],
-		 (unsigned long long)t[9]);
+		 t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]);
 }
 
-/* Drain and join the first n workers. */
-static int stop_workers(struct control *ctl, unsigned n)
+/* ---- replacing the workers ---- */
+
+/* Forget the exit notifications of n workers that were meant to end. */
+static void absorb_exits(struct control *ctl, unsigned n)
 {
-	int status = 0;
+	uint64_t v = 0;
 
-	for (unsigned i = 0; i < n; i++)
-		worker_post_stop(&ctl->workers[i]);
-	for (unsigned i = 0; i < n; i++) {
-		int err = worker_join(&ctl->workers[i]);
-
-		if (err) {
-			log_errno(LOG_ERR, err, "worker %u ended with an error", i);
-			status = 1;
-		}
-		worker_teardown(&ctl->workers[i]);
+	if (read(ctl->exit_fd, &v, sizeof(v)) == (ssize_t)sizeof(v) && v > n) {
+		v -= n;     /* some other worker ended too: let serve() see it */
+		if (write(ctl->exit_fd, &v, sizeof(v)) < 0)
+			log_errno(LOG_ERR, errno, "write exit eventfd");
 	}
-	return status;
+}
+
+/* Start workers for next, hand the running workers' connections over to
+ * them, and retire the old ones.  On error the old workers keep serving. */
+static int respawn(struct control *ctl, const struct echod_config *next)
+{
+	const struct backend_ops *ops;
+	struct worker_counters *base;
+	struct conn_export *moved;
+	struct wset old = ctl->ws, ws;
+	unsigned n, nn = next->n_cores ? next->n_cores : 1;
+	char why[256];
+	int err;
+
+	ops = backend_select(next->backend, next, why, sizeof(why));
+	if (!ops) {
+		log_error("reload: backend %s: %s", config_backend_name(next->backend), why);
+		return -ENOTSUP;
+	}
+	if (why[0])
+		log_warning("reload: backend auto: using %s (%s)", ops->name, why);
+	base = aligned_alloc(CACHELINE, nn * sizeof(*base));
+	if (!base)
+		return -ENOMEM;
+	memset(base, 0, nn * sizeof(*base));
+	err = wset_start(&ws, ops, next, ctl->sets, ctl->nsets, &ctl->shared, ctl->exit_fd);
+	if (err) {
+		free(base);
+		return err;
+	}
+	/* the old workers stop accepting and reading, then give up their
+	 * connections; the new ones accept already */
+	n = wset_handover(&old, HANDOVER_FLUSH_MS, &moved);
+	absorb_exits(ctl, ctl->ws.n);
+	wset_import(&ws, moved, n);
+	/* counters go on from where the old workers left them */
+	if (ctl->base)
+		metrics_fold(base, nn, ctl->base, ctl->ws.n);
+	metrics_fold(base, nn, ctl->ws.ctr, ctl->ws.n);
+	struct worker_counters *old_base = ctl->base;
+
+	ctl->ws = ws;
+	ctl->base = base;
+	publish_workers(ctl);        /* the HTTP thread now reads only the new arrays */
+	free(old_base);
+	wset_free(&old);
+	log_info("reload: %u connection(s) handed over to %u %s worker%s", n, ws.n, ops->name,
+		 ws.n == 1 ? "" : "s");
+	return 0;
 }
 
 /* ---- reload ---- */
 
-static void name_unapplied(unsigned changed)
+static void reload_failed(struct control *ctl, const char *why)
 {
-	static const struct { unsigned bit; const char *what; } later[] = {
-		{ CONFIG_CHANGED_BACKEND, "backend" },
-		{ CONFIG_CHANGED_LISTEN, "port/listen/backlog" },
-		{ CONFIG_CHANGED_BUFFERS, "buffer_count/buffer_size" },
-		{ CONFIG_CHANGED_CORES, "core" },
-		{ CONFIG_CHANGED_METRICS, "metrics" },
-	};
-
-	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
-		if (changed & later[i].bit)
-			log_warning("reload: %s changed; this takes effect at the next restart",
-				    later[i].what);
+	log_error("reload: %s, keeping the running one", why);
+	atomic_fetch_add(&ctl->metrics.reload_failures, 1);
+	atomic_store(&ctl->metrics.last_reload_ok, 0);
+	sd_notify(0, "READY=1");
+	notify_status(ctl, "serving (last reload failed)");
 }
 
 static void reload(struct control *ctl)
@@ -307,6 +358,7 @@ static void reload(struct control *ctl)
 	struct echod_config next;
 	struct config_errors *errs;
 	struct worker_params params;
+	bool partial = false;
 	unsigned changed;
 	int err;
 
@@ -315,55 +367,66 @@ static void reload(struct control *ctl)
 	log_info("reload: reading %s", ctl->cfg.path);
 	errs = calloc(1, sizeof(*errs));
 	if (!errs) {
-		log_errno(LOG_ERR, ENOMEM, "reload: calloc: not reloading");
-		ctl->reload_failures++;
-		sd_notify(0, "READY=1");
+		reload_failed(ctl, "calloc: out of memory; configuration");
 		return;
 	}
 	err = config_load(ctl->cfg.path, &next, errs);
 	if (err) {
 		log_config_errors(errs);
-		log_error("reload: configuration file %s has errors, keeping the running one",
-			  ctl->cfg.path);
-		ctl->reload_failures++;
-		atomic_fetch_add(&ctl->metrics.reload_failures, 1);
-		atomic_store(&ctl->metrics.last_reload_ok, 0);
 		free(errs);
-		sd_notify(0, "READY=1");
-		notify_status(ctl, "serving (last reload failed)");
+		char why[CONFIG_PATH_MAX + 64];
+
+		snprintf(why, sizeof(why), "configuration file %s has errors", ctl->cfg.path);
+		reload_failed(ctl, why);
 		return;
 	}
 	free(errs);
 	changed = config_diff(&ctl->cfg, &next);
-	/* what applies live */
-	next.backend = ctl->cfg.backend;    /* keep the rest as running */
+
+	/* new workers first: if they cannot start, nothing has changed */
+	if (changed & (CONFIG_CHANGED_BACKEND | CONFIG_CHANGED_BUFFERS | CONFIG_CHANGED_CORES)) {
+		err = respawn(ctl, &next);
+		if (err) {
+			reload_failed(ctl, "new workers could not start; configuration");
+			return;
+		}
+	}
+	if ((changed & CONFIG_CHANGED_METRICS) && ctl->sets[0].metrics_fd < 0 &&
+	    metrics_reopen(ctl, &next) < 0) {
+		log_error("reload: the metrics endpoint stays as it was");
+		next.metrics = ctl->cfg.metrics;
+		atomic_store(&ctl->metrics.last_reload_ok, 0);
+		partial = true;
+	}
 	if (changed & CONFIG_CHANGED_LOG_LEVEL)
 		log_set_level(next.log_level);
 	atomic_store_explicit(&ctl->shared.max_connections, next.max_connections,
 			      memory_order_relaxed);
 	atomic_store(&ctl->metrics.max_connections, next.max_connections);
 	worker_params_from_config(&params, &next);
-	for (unsigned i = 0; i < ctl->nworkers; i++)
-		worker_post_params(&ctl->workers[i], &params);
-	name_unapplied(changed);
-	/* settings not applied stay as running, so the next diff names them again */
+	wset_post_params(&ctl->ws, &params);
+	if (changed & CONFIG_CHANGED_LISTEN)
+		log_warning("reload: port/listen/backlog changed; this takes effect at the next "
+			    "restart");
+	/* the listeners stay as running, so the next diff names them again */
 	memcpy(next.listen, ctl->cfg.listen, sizeof(next.listen));
 	next.n_listen = ctl->cfg.n_listen;
 	next.port = ctl->cfg.port;
 	next.backlog = ctl->cfg.backlog;
-	next.buffer_count = ctl->cfg.buffer_count;
-	next.buffer_size = ctl->cfg.buffer_size;
-	memcpy(next.cores, ctl->cfg.cores, sizeof(next.cores));
-	next.n_cores = ctl->cfg.n_cores;
-	next.metrics = ctl->cfg.metrics;
+	if (ctl->sets[0].metrics_fd >= 0)
+		next.metrics = ctl->cfg.metrics;
 	ctl->cfg = next;
 	ctl->reloads++;
 	atomic_fetch_add(&ctl->metrics.reloads, 1);
-	atomic_store(&ctl->metrics.last_reload_ok, 1);
-	atomic_store(&ctl->metrics.last_reload_success, (uint64_t)time(NULL));
-	log_info("reload: configuration applied (log_level %s, max_connections %u, "
-		 "idle_timeout %u s, max_pending %u, shutdown_timeout %u s)",
-		 config_log_level_name(next.log_level), next.max_connections,
+	if (!partial) {
+		atomic_store(&ctl->metrics.last_reload_ok, 1);
+		atomic_store(&ctl->metrics.last_reload_success, (uint64_t)time(NULL));
+	}
+	log_info("reload: configuration applied (backend %s, %u worker%s, buffers %u x %u, "
+		 "log_level %s, max_connections %u, idle_timeout %u s, max_pending %u, "
+		 "shutdown_timeout %u s)",
+		 ctl->ws.ops->name, ctl->ws.n, ctl->ws.n == 1 ? "" : "s", next.buffer_count,
+		 next.buffer_size, config_log_level_name(next.log_level), next.max_connections,
 		 next.idle_timeout, next.max_pending, next.shutdown_timeout);
 	sd_notify(0, "READY=1");
 	notify_status(ctl, "serving");
@@ -398,9 +461,7 @@ static int setup_signals(struct control *ctl)
 static bool handle_signals(struct control *ctl)
 {
 	struct signalfd_siginfo si;
-	bool stop = false;
-
-	bool hup = false;
+	bool stop = false, hup = false;
 
 	/* read them all first: a stop wins over a reload queued with it */
 	while (read(ctl->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
@@ -445,11 +506,51 @@ static int serve(struct control *ctl)
 	}
 }
 
+/* Stop: drain, or hand the connections to systemd's fd store. */
+static int stop(struct control *ctl)
+{
+	unsigned n, kept;
+	struct conn_export *e;
+
+	if (!ctl->fd_store || !handoff_available()) {
+		if (ctl->fd_store)
+			log_notice("--fd-store: no service manager (NOTIFY_SOCKET unset): draining");
+		sd_notify(0, "STOPPING=1\nSTATUS=draining connections");
+		log_info("draining %u connection(s), deadline %u s",
+			 atomic_load(&ctl->shared.nconns), ctl->cfg.shutdown_timeout);
+		return wset_stop(&ctl->ws);
+	}
+	sd_notify(0, "STOPPING=1\nSTATUS=handing connections to the fd store");
+	n = wset_handover(&ctl->ws, ctl->cfg.shutdown_timeout * 1000u, &e);
+	kept = handoff_push(e, n);
+	free(e);
+	log_info("fd store: %u of %u connection(s) kept for the next start", kept, n);
+	return kept == n ? 0 : 1;
+}
+
+/* Connections a previous echod left in the fd store. */
+static void resume_handed(struct control *ctl)
+{
+	struct listen_set *ls = &ctl->sets[0];
+	struct conn_export *e;
+	unsigned n;
+
+	if (!ls->n_handed)
+		return;
+	n = handoff_collect(ls->handed, ls->n_handed, &e);
+	free(ls->handed);
+	ls->handed = NULL;
+	ls->n_handed = 0;
+	atomic_fetch_add(&ctl->shared.nconns, n);
+	log_info("fd store: resuming %u connection(s) from the previous start", n);
+	wset_import(&ctl->ws, e, n);
+}
+
 int control_run(const struct echod_config *cfg, bool fd_store)
 {
 	struct control *ctl;
+	const struct backend_ops *ops;
 	char why[256], where[1024];
-	unsigned started = 0;
 	int status = 1, err;
 
 	ctl = calloc(1, sizeof(*ctl));
@@ -467,7 +568,6 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 		return 1;
 	}
 	atomic_store(&ctl->metrics.max_connections, cfg->max_connections);
-	ctl->nworkers = cfg->n_cores ? cfg->n_cores : 1;
 	atomic_store(&ctl->shared.nconns, 0);
 	atomic_store(&ctl->shared.max_connections, cfg->max_connections);
 
@@ -482,66 +582,49 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 		log_errno(LOG_ERR, errno, "eventfd");
 		goto out;
 	}
-	ctl->ops = backend_select(cfg->backend, cfg, why, sizeof(why));
-	if (!ctl->ops) {
+	ops = backend_select(cfg->backend, cfg, why, sizeof(why));
+	if (!ops) {
 		log_error("backend %s: %s", config_backend_name(cfg->backend), why);
 		goto out;
 	}
 	if (why[0])
-		log_warning("backend auto: using %s (%s)", ctl->ops->name, why);
+		log_warning("backend auto: using %s (%s)", ops->name, why);
 	if (setup_listeners(ctl) < 0)
 		goto out;
 	if (!ctl->sets[0].n) {
 		log_error("no echo listener: nothing to serve");
 		goto out;
 	}
-	ctl->workers = calloc(ctl->nworkers, sizeof(*ctl->workers));
-	ctl->ctr = aligned_alloc(CACHELINE, ctl->nworkers * sizeof(*ctl->ctr));
-	if (!ctl->workers || !ctl->ctr) {
-		log_errno(LOG_ERR, ENOMEM, "allocating %u workers", ctl->nworkers);
+	if (wset_start(&ctl->ws, ops, &ctl->cfg, ctl->sets, ctl->nsets, &ctl->shared,
+		       ctl->exit_fd) < 0)
+		goto out;
+	publish_workers(ctl);
+	if (metrics_open(ctl, &ctl->cfg, &ctl->http, &ctl->metrics_own) < 0) {
+		wset_stop(&ctl->ws);
 		goto out;
 	}
-	memset(ctl->ctr, 0, ctl->nworkers * sizeof(*ctl->ctr));
-	err = start_workers(ctl, &started);
-	if (err) {
-		stop_workers(ctl, started);
-		goto out;
-	}
-	pthread_mutex_lock(&ctl->metrics.lock);
-	ctl->metrics.ctr = ctl->ctr;
-	ctl->metrics.nworkers = ctl->nworkers;
-	ctl->metrics.backend = ctl->ops->name;
-	pthread_mutex_unlock(&ctl->metrics.lock);
-	if (start_metrics(ctl) < 0) {
-		stop_workers(ctl, started);
-		goto out;
-	}
+	resume_handed(ctl);
 
 	describe_listeners(ctl, where, sizeof(where));
 	log_info("echod %s ready: backend %s, %u worker%s, listening on %s",
-		 PACKAGE_VERSION, ctl->ops->name, ctl->nworkers,
-		 ctl->nworkers == 1 ? "" : "s", where);
+		 PACKAGE_VERSION, ctl->ws.ops->name, ctl->ws.n, ctl->ws.n == 1 ? "" : "s", where);
 	sd_notify(0, "READY=1");
 	notify_status(ctl, "serving");
 
 	status = serve(ctl);
-	ctl->stopping = true;
-	sd_notify(0, "STOPPING=1\nSTATUS=draining connections");
-	log_info("draining %u connection(s), deadline %u s",
-		 atomic_load(&ctl->shared.nconns), ctl->cfg.shutdown_timeout);
-	if (stop_workers(ctl, ctl->nworkers))
+	if (stop(ctl))
 		status = 1;
 	log_totals(ctl);
 	log_info("stopped");
 out:
-	stop_metrics(ctl);
+	metrics_close(ctl->http, &ctl->metrics_own);
 	close_listeners(ctl);
 	if (ctl->exit_fd >= 0)
 		close(ctl->exit_fd);
 	if (ctl->sigfd >= 0)
 		close(ctl->sigfd);
-	free(ctl->workers);
-	free(ctl->ctr);
+	wset_free(&ctl->ws);
+	free(ctl->base);
 	metrics_state_destroy(&ctl->metrics);
 	free(ctl);
 	return status;

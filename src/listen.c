@@ -159,6 +159,11 @@ static int fd_set_flags(int fd, const char *name)
 
 /* Check every passed fd and fill tmp/metrics; touches neither ls nor the
  * fds.  Returns the number of echo listeners or -errno. */
+static bool handed_name(const char *name)
+{
+	return strncmp(name, "conn.", 5) == 0 || strncmp(name, "data.", 5) == 0;
+}
+
 static int adopt_check(const struct listen_set *ls, int n, char **names,
 		       struct listener *tmp, int *metrics_fd)
 {
@@ -170,6 +175,8 @@ static int adopt_check(const struct listen_set *ls, int n, char **names,
 		const char *name = names && names[i] ? names[i] : "unknown";
 		int r, family;
 
+		if (handed_name(name))
+			continue;          /* checked by the hand-off module */
 		r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
 		if (r < 0) {
 			log_errno(LOG_ERR, r, "fd %d (%s): sd_is_socket_inet", fd, name);
@@ -257,6 +264,22 @@ int listen_adopt(struct listen_set *ls)
 		}
 	}
 
+	for (int i = 0; i < n; i++) {
+		const char *name = names && names[i] ? names[i] : "unknown";
+		struct handed_fd *m;
+
+		if (!handed_name(name))
+			continue;
+		m = realloc(ls->handed, (ls->n_handed + 1) * sizeof(*m));
+		if (!m) {
+			r = -ENOMEM;
+			goto out;
+		}
+		ls->handed = m;
+		m[ls->n_handed].fd = SD_LISTEN_FDS_START + i;
+		snprintf(m[ls->n_handed].name, sizeof(m[0].name), "%s", name);
+		ls->n_handed++;
+	}
 	for (int i = 0; i < r; i++) {
 		log_info("listening on %s (fd %d, from the service manager)",
 			 tmp[i].name, tmp[i].fd);

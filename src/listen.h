@@ -3,8 +3,9 @@
  * Socket activation: fds passed by the service manager (LISTEN_PID,
  * LISTEN_FDS, LISTEN_FDNAMES, read with sd_listen_fds_with_names()) are
  * validated with sd_is_socket_inet() (SOCK_STREAM, listening).  An fd named
- * "metrics" is the metrics endpoint's; every other inet stream listener
- * is an echo listener.  Inherited sockets are never closed, shutdown() or
+ * "metrics" is the metrics endpoint's; fds named "conn.*" or "data.*"
+ * are connections handed over through the fd store (kept in ->handed,
+ * see handoff.h); every other inet stream listener is an echo listener.  Inherited sockets are never closed, shutdown() or
  * re-listen()ed until exit; the LISTEN_* variables are unset once read.
  */
 #ifndef ECHOD_LISTEN_H
@@ -23,11 +24,20 @@ struct listener {
 	char name[64];           /* "127.0.0.1:7", "[::1]:7" */
 };
 
+/* An fd from the service manager that is not a listener: a connection
+ * (or its unsent bytes) a previous echod put in the fd store. */
+struct handed_fd {
+	int fd;
+	char name[64];                 /* "conn.ID.FLAGS" or "data.ID" */
+};
+
 struct listen_set {
 	unsigned n;                    /* echo listeners */
 	struct listener l[LISTEN_MAX];
 	int metrics_fd;                /* inherited metrics listener, or -1 */
 	bool activated;                /* fds came from the service manager */
+	struct handed_fd *handed;      /* malloc'd; see handoff.h */
+	unsigned n_handed;
 };
 
 /* Initialise ls to empty (metrics_fd = -1). */

@@ -83,15 +83,35 @@ static void family(struct mbuf *b, const char *name, const char *type, const cha
 }
 
 /* One family with a series per worker. */
+/* A worker's counter at byte offset off, plus what its predecessors counted. */
+static unsigned long long counter(struct metrics_state *m, unsigned i, size_t off)
+{
+	uint64_t v = ctr_get((_Atomic uint64_t *)((char *)&m->ctr[i] + off));
+
+	if (m->base)
+		v += ctr_get((_Atomic uint64_t *)((char *)&m->base[i] + off));
+	return (unsigned long long)v;
+}
+
 static void per_worker(struct mbuf *b, struct metrics_state *m, const char *name,
 		       const char *type, const char *help, size_t off)
 {
 	family(b, name, type, help);
-	for (unsigned i = 0; i < m->nworkers; i++) {
-		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&m->ctr[i] + off);
+	for (unsigned i = 0; i < m->nworkers; i++)
+		mbuf_printf(b, "%s{worker=\"%u\"} %llu\n", name, i, counter(m, i, off));
+}
 
-		mbuf_printf(b, "%s{worker=\"%u\"} %llu\n", name, i,
-			    (unsigned long long)ctr_get(v));
+void metrics_fold(struct worker_counters *dst, unsigned ndst,
+		  const struct worker_counters *src, unsigned nsrc)
+{
+	const size_t words = offsetof(struct worker_counters, current) / sizeof(uint64_t);
+
+	for (unsigned i = 0; i < nsrc; i++) {
+		_Atomic uint64_t *d = (_Atomic uint64_t *)&dst[i < ndst ? i : 0];
+		_Atomic uint64_t *s = (_Atomic uint64_t *)&src[i];
+
+		for (size_t k = 0; k < words; k++)
+			ctr_add(&d[k], ctr_get(&s[k]));
 	}
 }
 
@@ -226,15 +246,15 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	for (unsigned i = 0; i < m->nworkers; i++)
 		for (int k = 0; k < AERR__COUNT; k++)
 			mbuf_printf(b, "echod_accept_errors_total{worker=\"%u\",errno=\"%s\"} %llu\n",
-				    i, aerr_names[k],
-				    (unsigned long long)ctr_get(&m->ctr[i].accept_errors[k]));
+				    i, aerr_names[k], counter(m, i, offsetof(struct worker_counters,
+									  accept_errors[k])));
 	family(b, "echod_io_errors_total", "counter",
 	       "Failed I/O operations (io_uring CQEs with an error, or failed syscalls), by op.");
 	for (unsigned i = 0; i < m->nworkers; i++)
 		for (int k = 0; k < WOP__COUNT; k++)
 			mbuf_printf(b, "echod_io_errors_total{worker=\"%u\",op=\"%s\"} %llu\n",
-				    i, op_names[k],
-				    (unsigned long long)ctr_get(&m->ctr[i].op_errors[k]));
+				    i, op_names[k], counter(m, i, offsetof(struct worker_counters,
+									op_errors[k])));
 	pthread_mutex_unlock(&m->lock);
 
 	family(b, "echod_reloads_total", "counter", "Configuration reloads applied.");

@@ -24,6 +24,8 @@ struct metrics_state {
 	pthread_mutex_t lock;                 /* guards the worker set below */
 	unsigned nworkers;
 	struct worker_counters *ctr;          /* nworkers entries */
+	struct worker_counters *base;         /* nworkers entries: what replaced workers
+						 counted, added so counters never go back */
 	const char *backend;                  /* active backend's name */
 
 	_Atomic uint32_t max_connections;
@@ -44,6 +46,11 @@ struct mbuf {
 
 void mbuf_printf(struct mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mbuf_free(struct mbuf *b);
+
+/* Add every counter of src[0..nsrc) (not the current-connections gauge)
+ * into dst[i], or dst[0] for i >= ndst. */
+void metrics_fold(struct worker_counters *dst, unsigned ndst,
+		  const struct worker_counters *src, unsigned nsrc);
 
 /* Initialise (lock, start time) / destroy. 0 or -errno. */
 int metrics_state_init(struct metrics_state *m);

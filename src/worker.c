@@ -8,6 +8,7 @@
 #include <semaphore.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -141,10 +142,45 @@ static void reject(struct worker *w, int fd)
 	ctr_add(&w->ctr->rejected, 1);
 }
 
+/* A fresh slot for fd, or NULL when the table is full. */
+static struct conn *conn_alloc(struct worker *w, int fd)
+{
+	struct conn *c;
+	uint32_t idx;
+
+	if (w->conn_free != CONN_IDX_NONE) {
+		idx = w->conn_free;
+		w->conn_free = w->conns[idx].lru.next;
+	} else if (w->conn_hw < w->conn_cap) {
+		idx = w->conn_hw++;
+		w->conns[idx].gen = 0;
+	} else {
+		return NULL;
+	}
+	c = &w->conns[idx];
+	c->fd = fd;
+	c->idx = idx;
+	c->flags = CONN_IN_USE;
+	c->q_head = c->q_tail = BUF_NONE;
+	c->pending = 0;
+	c->nbufs = 0;
+	c->bstate = 0;
+	c->carry = NULL;
+	c->carry_off = c->carry_len = 0;
+	c->wait.prev = c->wait.next = ILIST_NONE;
+	c->last_active = w->now_ms;
+	ilist_push_tail(w, &w->lru, c, LRU);
+	if (w->state == WORKER_DRAINING)
+		c->flags |= CONN_DRAIN;
+	w->nconns++;
+	ctr_add(&w->ctr->current, 1);
+	return c;
+}
+
 struct conn *worker_conn_new(struct worker *w, int fd)
 {
 	struct conn *c;
-	uint32_t n, idx;
+	uint32_t n;
 	int one = 1;
 
 	if (w->state != WORKER_RUNNING) {
@@ -158,40 +194,21 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 		reject(w, fd);
 		return NULL;
 	}
-	if (w->conn_free != CONN_IDX_NONE) {
-		idx = w->conn_free;
-		w->conn_free = w->conns[idx].lru.next;
-	} else if (w->conn_hw < w->conn_cap) {
-		idx = w->conn_hw++;
-		w->conns[idx].gen = 0;
-	} else {
+	c = conn_alloc(w, fd);
+	if (!c) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 		reject(w, fd);
 		return NULL;
 	}
-	c = &w->conns[idx];
-	c->fd = fd;
-	c->idx = idx;
-	c->flags = CONN_IN_USE;
-	c->q_head = c->q_tail = BUF_NONE;
-	c->pending = 0;
-	c->nbufs = 0;
-	c->bstate = 0;
-	c->wait.prev = c->wait.next = ILIST_NONE;
-	c->last_active = w->now_ms;
-	ilist_push_tail(w, &w->lru, c, LRU);
-	if (w->state == WORKER_DRAINING)
-		c->flags |= CONN_DRAIN;
-	w->nconns++;
 	ctr_add(&w->ctr->accepted, 1);
-	ctr_add(&w->ctr->current, 1);
 	/* echo replies must not wait for Nagle + delayed ACK */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		log_errno(LOG_DEBUG, errno, "setsockopt TCP_NODELAY fd %d", fd);
 	return c;
 }
 
-void worker_conn_free(struct worker *w, struct conn *c)
+/* Unlink and free c's slot; the socket is someone else's now or closed. */
+static void conn_release_slot(struct worker *w, struct conn *c)
 {
 	uint32_t b = c->q_head;
 
@@ -205,6 +222,7 @@ void worker_conn_free(struct worker *w, struct conn *c)
 	c->q_head = c->q_tail = BUF_NONE;
 	c->pending = 0;
 	c->nbufs = 0;
+	conn_carry_free(c);
 	ilist_remove(w, &w->lru, c, LRU);
 	c->flags = 0;
 	c->fd = -1;
@@ -212,10 +230,15 @@ void worker_conn_free(struct worker *w, struct conn *c)
 	c->lru.next = w->conn_free;
 	w->conn_free = c->idx;
 	w->nconns--;
-	atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
-	ctr_add(&w->ctr->closed, 1);
 	atomic_store_explicit(&w->ctr->current,
 			      ctr_get(&w->ctr->current) - 1, memory_order_relaxed);
+}
+
+void worker_conn_free(struct worker *w, struct conn *c)
+{
+	conn_release_slot(w, c);
+	atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+	ctr_add(&w->ctr->closed, 1);
 }
 
 /* ---- accept policy ---- */
@@ -255,6 +278,7 @@ bool worker_accept_error(struct worker *w, int err)
 
 bool worker_accept_allowed(struct worker *w)
 {
+	/* RUNNING only: not while draining or handing over */
 	return w->state == WORKER_RUNNING && w->now_ms >= w->accept_resume_ms;
 }
 
@@ -276,6 +300,8 @@ int worker_timeout_ms(struct worker *w)
 {
 	uint64_t at = UINT64_MAX;
 
+	if (w->state == WORKER_HANDOVER)
+		return 5;      /* short: the hand-over checks its connections */
 	if (w->params.idle_timeout_ms && w->nconns)
 		at = idle_next_expiry(w);
 	if (!w->accepting && w->state == WORKER_RUNNING && w->accept_resume_ms < at)
@@ -343,8 +369,51 @@ void worker_tick(struct worker *w)
 	}
 }
 
+/* Hand-over: once every connection is idle (nothing in flight, and
+ * nothing unsent or the flush deadline passed), export them all. */
+static bool handover_done(struct worker *w)
+{
+	bool late = w->now_ms >= w->drain_deadline_ms, idle = true;
+	uint32_t i;
+
+	if (late && !w->quiesce_sent) {
+		/* what could not be flushed goes along: stop what is in flight */
+		w->quiesce_sent = true;
+		for (i = w->lru.head; i != ILIST_NONE; i = w->conns[i].lru.next)
+			w->ops->conn_busy(w, &w->conns[i], true);
+	}
+	for (i = w->lru.head; i != ILIST_NONE; i = w->conns[i].lru.next) {
+		struct conn *c = &w->conns[i];
+
+		if ((c->flags & CONN_FAILED) || w->ops->conn_busy(w, c, false) ||
+		    (c->pending && !late))
+			idle = false;      /* (a failed one is being closed) */
+	}
+	if (!idle)
+		return false;
+	free(w->exports);
+	w->exports = w->nconns ? calloc(w->nconns, sizeof(*w->exports)) : NULL;
+	w->n_exports = 0;
+	while (!ilist_empty(&w->lru)) {
+		struct conn *c = &w->conns[w->lru.head];
+
+		if (!w->exports || conn_export(w, c, &w->exports[w->n_exports]) < 0) {
+			log_errno(LOG_ERR, ENOMEM, "worker %u: hand-over of fd %d failed, closing it",
+				  w->id, c->fd);
+			close(c->fd);
+			worker_conn_free(w, c);
+			continue;
+		}
+		w->n_exports++;
+		conn_release_slot(w, c);       /* the fd goes on, open */
+	}
+	return true;
+}
+
 bool worker_finished(struct worker *w)
 {
+	if (w->state == WORKER_HANDOVER)
+		return handover_done(w);
 	if (w->state != WORKER_DRAINING)
 		return false;
 	return w->nconns == 0 || w->now_ms >= w->drain_deadline_ms + DRAIN_GRACE_MS;
@@ -367,17 +436,51 @@ static void update_all_conns(struct worker *w)
 void worker_control(struct worker *w)
 {
 	struct worker_params p;
+	struct conn_export *imports;
+	unsigned n_imports;
 	uint64_t v;
-	bool has_params, stop;
+	bool has_params, stop, handover;
 
 	if (read(w->ctl_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_errno(LOG_WARNING, errno, "worker %u: read eventfd", w->id);
 	pthread_mutex_lock(&w->ctl_lock);
 	has_params = w->ctl_has_params;
 	stop = w->ctl_stop;
+	handover = w->ctl_handover;
 	p = w->ctl_params;
+	imports = w->ctl_imports;
+	n_imports = w->ctl_n_imports;
 	w->ctl_has_params = false;
+	w->ctl_imports = NULL;
+	w->ctl_n_imports = 0;
 	pthread_mutex_unlock(&w->ctl_lock);
+
+	for (unsigned k = 0; k < n_imports; k++) {
+		struct conn *c = conn_alloc(w, imports[k].fd);
+
+		if (!c) {
+			log_error("worker %u: no slot for a handed-over connection, closing fd %d",
+				  w->id, imports[k].fd);
+			close(imports[k].fd);
+			free(imports[k].data);
+			atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+			continue;
+		}
+		conn_import(w, c, &imports[k]);
+		w->ops->adopt_conn(w, c);
+	}
+	free(imports);
+	if (handover && w->state == WORKER_RUNNING) {
+		w->state = WORKER_HANDOVER;
+		w->drain_deadline_ms = w->now_ms + w->handover_flush_ms;
+		w->quiesce_sent = false;
+		for (uint32_t i = w->lru.head; i != ILIST_NONE; i = w->conns[i].lru.next)
+			w->conns[i].flags |= CONN_FREEZE;
+		w->ops->update_accept(w);
+		log_debug("worker %u: handing over %u connection(s)", w->id, w->nconns);
+		update_all_conns(w);
+		return;
+	}
 
 	if (has_params)
 		worker_apply_params(w, &p);
@@ -419,6 +522,42 @@ void worker_post_params(struct worker *w, const struct worker_params *p)
 	ctl_kick(w);
 }
 
+void worker_post_handover(struct worker *w, unsigned flush_ms)
+{
+	pthread_mutex_lock(&w->ctl_lock);
+	w->ctl_handover = true;
+	w->handover_flush_ms = flush_ms;
+	pthread_mutex_unlock(&w->ctl_lock);
+	ctl_kick(w);
+}
+
+void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n)
+{
+	pthread_mutex_lock(&w->ctl_lock);
+	if (w->ctl_imports) {
+		struct conn_export *m = realloc(w->ctl_imports,
+						(w->ctl_n_imports + n) * sizeof(*m));
+
+		if (m) {
+			memcpy(m + w->ctl_n_imports, e, n * sizeof(*e));
+			w->ctl_imports = m;
+			w->ctl_n_imports += n;
+		} else {
+			for (unsigned k = 0; k < n; k++) {
+				close(e[k].fd);
+				free(e[k].data);
+			}
+			log_errno(LOG_ERR, ENOMEM, "worker %u: hand-over of %u connection(s)", w->id, n);
+		}
+		free(e);
+	} else {
+		w->ctl_imports = e;
+		w->ctl_n_imports = n;
+	}
+	pthread_mutex_unlock(&w->ctl_lock);
+	ctl_kick(w);
+}
+
 void worker_post_stop(struct worker *w)
 {
 	pthread_mutex_lock(&w->ctl_lock);
@@ -447,6 +586,13 @@ int worker_setup(struct worker *w)
 
 void worker_teardown(struct worker *w)
 {
+	for (unsigned k = 0; k < w->ctl_n_imports; k++) {
+		close(w->ctl_imports[k].fd);
+		free(w->ctl_imports[k].data);
+	}
+	free(w->ctl_imports);
+	w->ctl_imports = NULL;
+	w->ctl_n_imports = 0;
 	if (w->ctl_fd >= 0)
 		close(w->ctl_fd);
 	w->ctl_fd = -1;

@@ -42,7 +42,7 @@ struct worker_counters {
 	_Atomic uint64_t buf_exhausted;      /* reads that found no free buffer */
 	_Atomic uint64_t cq_overflow;        /* io_uring only */
 	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
-	_Atomic uint64_t current;            /* connections open now */
+	_Atomic uint64_t current;            /* connections open now (a gauge: last) */
 } __attribute__((aligned(CACHELINE)));
 
 static inline void ctr_add(_Atomic uint64_t *c, uint64_t n)
@@ -69,7 +69,7 @@ struct echod_shared {
 	_Atomic uint32_t max_connections;
 };
 
-enum worker_state { WORKER_RUNNING, WORKER_DRAINING, WORKER_DONE };
+enum worker_state { WORKER_RUNNING, WORKER_DRAINING, WORKER_HANDOVER, WORKER_DONE };
 
 struct backend_ops;
 
@@ -103,7 +103,11 @@ struct worker {
 	uint32_t buf_reserve;               /* free buffers kept for connections holding none */
 	uint64_t now_ms;                    /* monotonic, updated by worker_clock */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
-	uint64_t drain_deadline_ms;
+	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */
+	bool quiesce_sent;                  /* hand-over: in-flight ops cancelled */
+	unsigned handover_flush_ms;
+	struct conn_export *exports;        /* hand-over: what the worker gave up */
+	unsigned n_exports;
 	enum worker_state state;
 	bool accepting;                     /* backend has accepts armed */
 
@@ -112,7 +116,10 @@ struct worker {
 	pthread_mutex_t ctl_lock;
 	bool ctl_has_params;
 	bool ctl_stop;
+	bool ctl_handover;
 	struct worker_params ctl_params;
+	struct conn_export *ctl_imports;    /* connections to adopt (malloc'd) */
+	unsigned ctl_n_imports;
 
 	/* thread plumbing */
 	pthread_t thread;
@@ -135,6 +142,11 @@ int worker_start(struct worker *w);
 void worker_post_params(struct worker *w, const struct worker_params *p);
 /* Ask the worker to drain and exit. */
 void worker_post_stop(struct worker *w);
+/* Ask the worker to stop accepting and reading, flush what it can within
+ * flush_ms, then export every connection (w->exports) and exit. */
+void worker_post_handover(struct worker *w, unsigned flush_ms);
+/* Hand n connections to the worker (it takes the array). */
+void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n);
 /* Join the thread; returns its exit status. */
 int worker_join(struct worker *w);
 void worker_teardown(struct worker *w);
@@ -154,6 +166,7 @@ struct conn *worker_conn_new(struct worker *w, int fd);
 /* Close bookkeeping: releases the queue's buffers, unlinks, bumps gen,
  * frees the slot.  The backend closed (or will close) c->fd itself. */
 void worker_conn_free(struct worker *w, struct conn *c);
+
 /* Slot lookup by index and generation (stale -> NULL). */
 struct conn *worker_conn_get(struct worker *w, uint32_t idx, uint32_t gen);
 /* Activity on c: moves it to the idle list's tail. */

@@ -272,7 +272,8 @@ class Daemon:
     """
 
     def __init__(self, backend="epoll", argv_prefix=(), env=None, preexec=None,
-                 args=(), wait_ready=True, ready_timeout=10, **settings):
+                 args=(), wait_ready=True, ready_timeout=10, inherit_fds=(), **settings):
+        self.inherit_fds = list(inherit_fds)   # become fds 3, 4, ... in the daemon
         self.backend = backend
         self.argv_prefix = list(argv_prefix)
         self.args = list(args)
@@ -324,10 +325,22 @@ class Daemon:
             else:
                 env[k] = str(v)
         self._logf = open(self.logpath, "ab")
+        preexec = self.preexec
+        if self.inherit_fds:
+            fds, user = self.inherit_fds, self.preexec
+
+            def preexec():
+                # move them out of the way, then into place as 3, 4, ...
+                import fcntl
+                tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]
+                for i, fd in enumerate(tmp):
+                    os.dup2(fd, 3 + i, inheritable=True)
+                if user:
+                    user()
         self.proc = _register(subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=self._logf,
-            stderr=subprocess.STDOUT, env=env, close_fds=True,
-            preexec_fn=_child_setup(self.preexec)))
+            stderr=subprocess.STDOUT, env=env, close_fds=not self.inherit_fds,
+            preexec_fn=_child_setup(preexec)))
         if not self.wait_ready:
             return self
         end = time.monotonic() + self.ready_timeout

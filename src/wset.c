@@ -1,0 +1,179 @@
+/* wset.c - a set of workers; see wset.h */
+#include "wset.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static void assign_listeners(struct worker *w, unsigned i, unsigned n,
+			     struct listen_set *sets, unsigned nsets)
+{
+	w->n_listen = 0;
+	for (unsigned j = 0; j < nsets; j++) {
+		unsigned users;
+
+		if (nsets >= n ? j % n != i : j != i % nsets)
+			continue;
+		/* workers sharing this set */
+		users = nsets >= n ? 1 : n / nsets + (j < n % nsets);
+		for (unsigned k = 0; k < sets[j].n && w->n_listen < LISTEN_MAX; k++) {
+			w->listen_fds[w->n_listen] = sets[j].l[k].fd;
+			w->listen_own[w->n_listen] = !sets[j].l[k].inherited && users == 1;
+			w->n_listen++;
+		}
+		if (users > 1)
+			w->shared_listeners = true;
+	}
+}
+
+int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod_config *cfg,
+	       struct listen_set *sets, unsigned nsets, struct echod_shared *shared, int exit_fd)
+{
+	struct worker_params params;
+	unsigned n = cfg->n_cores ? cfg->n_cores : 1;
+	int err = 0;
+
+	memset(s, 0, sizeof(*s));
+	s->ops = ops;
+	s->w = calloc(n, sizeof(*s->w));
+	s->ctr = aligned_alloc(CACHELINE, n * sizeof(*s->ctr));
+	if (!s->w || !s->ctr) {
+		log_errno(LOG_ERR, ENOMEM, "allocating %u workers", n);
+		wset_free(s);
+		return -ENOMEM;
+	}
+	memset(s->ctr, 0, n * sizeof(*s->ctr));
+	worker_params_from_config(&params, cfg);
+	for (unsigned i = 0; i < n; i++) {
+		struct worker *w = &s->w[i];
+
+		w->id = i;
+		w->core = cfg->n_cores ? cfg->cores[i] : -1;
+		w->ops = ops;
+		w->shared = shared;
+		w->ctr = &s->ctr[i];
+		w->exit_fd = exit_fd;
+		assign_listeners(w, i, n, sets, nsets);
+		w->buffer_count = cfg->buffer_count;
+		w->buffer_size = cfg->buffer_size;
+		w->conn_cap = CONFIG_MAX_CONNECTIONS_MAX;
+		w->params = params;
+		err = worker_setup(w);
+		if (err) {
+			log_errno(LOG_ERR, err, "worker %u: set-up (eventfd, pthread_mutex_init)", i);
+			break;
+		}
+		err = worker_start(w);
+		if (err) {
+			log_error("worker %u: %s", i, w->init_error);
+			worker_teardown(w);
+			break;
+		}
+		s->n++;
+	}
+	if (err) {
+		wset_stop(s);
+		wset_free(s);
+		return err;
+	}
+	return 0;
+}
+
+void wset_post_params(struct wset *s, const struct worker_params *p)
+{
+	for (unsigned i = 0; i < s->n; i++)
+		worker_post_params(&s->w[i], p);
+}
+
+int wset_stop(struct wset *s)
+{
+	int status = 0;
+
+	for (unsigned i = 0; i < s->n; i++)
+		worker_post_stop(&s->w[i]);
+	for (unsigned i = 0; i < s->n; i++) {
+		int err = worker_join(&s->w[i]);
+
+		if (err) {
+			log_errno(LOG_ERR, err, "worker %u ended with an error", i);
+			status = 1;
+		}
+		worker_teardown(&s->w[i]);
+	}
+	return status;     /* n stays: the counters are still read */
+}
+
+unsigned wset_handover(struct wset *s, unsigned flush_ms, struct conn_export **out)
+{
+	struct conn_export *all = NULL;
+	unsigned total = 0;
+
+	for (unsigned i = 0; i < s->n; i++)
+		worker_post_handover(&s->w[i], flush_ms);
+	for (unsigned i = 0; i < s->n; i++) {
+		struct worker *w = &s->w[i];
+		int err = worker_join(w);
+
+		if (err)
+			log_errno(LOG_ERR, err, "worker %u ended with an error", i);
+		if (w->n_exports) {
+			struct conn_export *m = realloc(all, (total + w->n_exports) * sizeof(*m));
+
+			if (m) {
+				all = m;
+				memcpy(all + total, w->exports, w->n_exports * sizeof(*m));
+				total += w->n_exports;
+			} else {
+				log_errno(LOG_ERR, ENOMEM, "hand-over: closing %u connection(s)",
+					  w->n_exports);
+				for (unsigned k = 0; k < w->n_exports; k++) {
+					close(w->exports[k].fd);
+					free(w->exports[k].data);
+				}
+				atomic_fetch_sub(&w->shared->nconns, w->n_exports);
+			}
+		}
+		free(w->exports);
+		w->exports = NULL;
+		w->n_exports = 0;
+		worker_teardown(w);
+	}
+	*out = all;
+	return total;
+}
+
+void wset_import(struct wset *s, struct conn_export *e, unsigned n)
+{
+	unsigned per = s->n ? (n + s->n - 1) / s->n : 0;
+
+	for (unsigned i = 0, off = 0; i < s->n && off < n; i++) {
+		unsigned k = n - off < per ? n - off : per;
+		struct conn_export *part = malloc(k * sizeof(*part));
+
+		if (!part) {
+			log_errno(LOG_ERR, ENOMEM, "hand-over: closing %u connection(s)", k);
+			for (unsigned j = 0; j < k; j++) {
+				close(e[off + j].fd);
+				free(e[off + j].data);
+			}
+			atomic_fetch_sub(&s->w[i].shared->nconns, k);
+		} else {
+			memcpy(part, e + off, k * sizeof(*part));
+			worker_post_imports(&s->w[i], part, k);
+		}
+		off += k;
+	}
+	free(e);
+}
+
+void wset_free(struct wset *s)
+{
+	free(s->w);
+	free(s->ctr);
+	s->w = NULL;
+	s->ctr = NULL;
+	s->n = 0;
+}
