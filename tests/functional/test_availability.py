@@ -45,4 +45,21 @@ for err, text in STRERROR.items():
                    diag=f"rc={rc}\n{d.log_tail()}")
         finally:
             d.cleanup()
+# a reload to io_uring where it is refused: the whole reload is refused,
+# the epoll workers go on serving their connections
+with tap.guard("reload"), Daemon("epoll", argv_prefix=[DENY, "EPERM"]) as d:
+    import signal as _signal
+    import time as _time
+    from echodtest import client_bg, client_wait
+    bg = client_bg(d.port, "-c", 4, "-n", "64M", "--no-read-ms", 800, "-s", 62, timeout=60)
+    _time.sleep(0.3)
+    mark = d.log_mark()
+    d.rewrite_config(backend="io_uring")
+    d.signal(_signal.SIGHUP)
+    m = d.wait_log(r"keeping the running one", 10, since=mark)
+    tap.ok(m and re.search(r"reload: backend io_uring: io_uring unavailable", d.log()[mark:]),
+           "reload to io_uring under the filter: refused, the reason logged", diag=d.log_tail())
+    client_ok(tap, "the connected clients keep being served on epoll", client_wait(bg), d,
+              total=4 * 64 * MiB)
+    tap.ok(d.stop() == 0, "clean exit", diag=d.log_tail())
 tap.done()

@@ -72,10 +72,20 @@ with tap.guard("live"), Daemon(first, metrics={"enabled": True, "address": "127.
                 f"{value(s, 'echod_connections_accepted_total')}")
     res = client(d.port, "-c", 20, "-n", "1M", "-s", 104)
     client_ok(tap, "new clients served after the reloads", res, d, total=20 * MiB)
-    # a reload to a backend that cannot start is refused as a whole
-    if "io_uring" in bes:
-        deny = os.environ.get("SECCOMP_DENY")
-        tap.skip("refused backend switch", "covered by test_availability (start-up)") \
-            if not deny else None
+    # the metrics endpoint moves live
+    mport2 = free_port()
+    mark = d.log_mark()
+    d.rewrite_config(metrics={"enabled": True, "address": "127.0.0.1", "port": mport2})
+    d.signal(signal.SIGHUP)
+    d.wait_log(APPLIED, 15, since=mark)
+    try:
+        scrape(mport)
+        old_closed = False
+    except OSError:
+        old_closed = True
+    s2 = scrape(mport2)
+    tap.ok(old_closed and value(s2, "echod_received_bytes_total") >= total,
+           f"metrics moved live from port {mport} to {mport2}; the old port is closed",
+           diag=d.log_tail())
     tap.ok(d.stop() == 0, "clean exit", diag=d.log_tail())
 tap.done()

@@ -221,6 +221,12 @@ def err_name(e):
 # ------------------------------------------------------------ test clients
 
 _PATTERN = os.urandom(1 << 20)
+_ACTIVE = set()          # running Pinger/Prober objects, aborted on any exit path
+
+
+def abort_clients():
+    for cl in list(_ACTIVE):
+        cl.abort()
 
 
 class Pinger:
@@ -246,11 +252,22 @@ class Pinger:
         for i, s in enumerate(self.socks):
             self._round(i, s, 4096 + i)          # served before start() returns
             self.alive[i] = True
+        _ACTIVE.add(self)
         for i, s in enumerate(self.socks):
             t = threading.Thread(target=self._run, args=(i, s), daemon=True)
             t.start()
             self.threads.append(t)
         return self
+
+    def abort(self):
+        """Stop at once (from the main thread, on a timeout or an error)."""
+        self.stop_ev.set()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        _ACTIVE.discard(self)
 
     def _round(self, i, s, n):
         off = (self.bytes[i] * 7919 + i * 104729) % (len(_PATTERN) - n)
@@ -299,6 +316,7 @@ class Pinger:
         self.stop_ev.set()
         for t in self.threads:
             t.join(self.timeout + 5)
+        _ACTIVE.discard(self)
         for s in self.socks:
             try:
                 s.close()
@@ -325,11 +343,16 @@ class Prober:
         self.threads = []
 
     def start(self):
+        _ACTIVE.add(self)
         for i in range(self.nthreads):
             t = threading.Thread(target=self._run, args=(i,), daemon=True)
             t.start()
             self.threads.append(t)
         return self
+
+    def abort(self):
+        self.stop_ev.set()
+        _ACTIVE.discard(self)
 
     def _run(self, i):
         k = i
@@ -355,6 +378,7 @@ class Prober:
         self.stop_ev.set()
         for t in self.threads:
             t.join(self.timeout + 5)
+        _ACTIVE.discard(self)
 
     def stats(self, t_from=None, t_to=None):
         with self.lock:
@@ -990,6 +1014,8 @@ def main():
                 if failed:
                     tap.diag("failed units: " + failed.replace("\n", "; "))
             except BaseException:
+                abort_clients()
+                echodtest.kill_children()
                 if c.log_path:
                     tap.diag(c.console_tail(30))
                 raise
@@ -1002,6 +1028,7 @@ def main():
                traceback.format_exc())
     finally:
         signal.alarm(0)
+        abort_clients()
         echodtest.kill_children()
     tap.diag("total: %.1f s" % (time.monotonic() - T_START))
     tap.done()
