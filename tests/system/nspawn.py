@@ -87,6 +87,10 @@ class NspawnError(Exception):
     pass
 
 
+class NspawnEarlyExit(NspawnError):
+    """nspawn exited before the container's init started."""
+
+
 class Result:
     """Outcome of a command run inside the container."""
 
@@ -671,7 +675,18 @@ class Container:
         self._write_owner()
 
     def boot(self):
-        """Start systemd-nspawn --boot and wait for running/degraded."""
+        """Start systemd-nspawn --boot and wait for running/degraded; one
+        retry if nspawn itself exits before the container's init runs (seen
+        once in ~25 boots here, cause unknown)."""
+        try:
+            return self._boot()
+        except NspawnEarlyExit as e:
+            self.log("boot: %s; retrying once" % str(e).splitlines()[0])
+            self.proc = None
+            self.init_pid = None
+            return self._boot()
+
+    def _boot(self):
         if self.proc:
             raise NspawnError("already booted")
         self._make_cgroups()
@@ -714,8 +729,8 @@ class Container:
         # 1. the container's PID 1: nspawn's child once it has exec'd systemd
         while self.init_pid is None:
             if self.proc.poll() is not None:
-                raise NspawnError("systemd-nspawn exited with %s during boot\n%s"
-                                  % (self.proc.returncode, self.console_tail()))
+                raise NspawnEarlyExit("systemd-nspawn exited with %s during boot\n%s"
+                                      % (self.proc.returncode, self.console_tail()))
             for kid in _children_of(self.proc.pid):
                 if _comm(kid) == "systemd":
                     self.init_pid, self.init_start = kid, _starttime(kid)
