@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include "log.h"
 
 static void assign_listeners(struct worker *w, unsigned i, unsigned n,
@@ -20,9 +22,18 @@ static void assign_listeners(struct worker *w, unsigned i, unsigned n,
 		/* workers sharing this set */
 		users = nsets >= n ? 1 : n / nsets + (j < n % nsets);
 		for (unsigned k = 0; k < sets[j].n && w->n_listen < LISTEN_MAX; k++) {
-			w->listen_fds[w->n_listen] = sets[j].l[k].fd;
+			int fd = sets[j].l[k].fd;
+
+			w->listen_fds[w->n_listen] = fd;
 			w->listen_own[w->n_listen] = !sets[j].l[k].inherited && users == 1;
 			w->n_listen++;
+			/* a socket of this pinned worker alone: the kernel's
+			 * SO_REUSEPORT choice then prefers it for connections
+			 * arriving on the worker's CPU, which keeps them there */
+			if (users == 1 && nsets >= n && w->core >= 0 &&
+			    setsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &w->core, sizeof(w->core)) < 0)
+				log_errno(LOG_WARNING, errno, "setsockopt SO_INCOMING_CPU %d on fd %d",
+					  w->core, fd);
 		}
 		if (users > 1)
 			w->shared_listeners = true;
@@ -56,7 +67,7 @@ int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod
 		w->shared = shared;
 		w->ctr = &s->ctr[i];
 		w->exit_fd = exit_fd;
-		assign_listeners(w, i, n, sets, nsets);
+		assign_listeners(w, i, n, sets, nsets);   /* after w->core */
 		w->buffer_count = cfg->buffer_count;
 		w->buffer_size = cfg->buffer_size;
 		w->conn_cap = CONFIG_MAX_CONNECTIONS_MAX;

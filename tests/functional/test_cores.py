@@ -7,7 +7,9 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from echodtest import Daemon, Tap, backends, client, client_ok  # noqa: E402
+import subprocess
+from echodtest import ECHOCLIENT, Daemon, Tap, backends, client, client_ok, free_port  # noqa: E402
+from metricsutil import scrape, value  # noqa: E402
 
 
 def worker_affinity(pid):
@@ -49,6 +51,25 @@ for be in backends():
                    f"[{be}] two workers announced", diag=d.log_tail())
             res = client(d.port, "-c", 200, "--min", "1", "--max", "256k", "-s", 42)
             client_ok(tap, f"[{be}] 200 connections served by two event loops", res, d)
+        # SO_INCOMING_CPU: a connection goes to the worker pinned to the CPU
+        # it arrives on (on loopback, the client's CPU), and stays there
+        mport = free_port()
+        with tap.guard(be), Daemon(be, core=cores,
+                                   metrics={"enabled": True, "address": "127.0.0.1",
+                                            "port": mport}) as d:
+            procs = [subprocess.Popen(["taskset", "-c", str(cpu), ECHOCLIENT, "-p", str(d.port),
+                                       "-c", str(k), "-n", "256k", "-s", str(43 + i)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                     for i, (cpu, k) in enumerate(((cores[0], 30), (cores[1], 70)))]
+            outs = [p.communicate(timeout=60)[0] for p in procs]
+            s = scrape(mport)
+            per = [value(s, "echod_connections_accepted_total", worker=i) for i in (0, 1)]
+            byt = [value(s, "echod_received_bytes_total", worker=i) for i in (0, 1)]
+            tap.ok(all(p.returncode == 0 for p in procs), f"[{be}] clients on CPU {cores[0]} and "
+                   f"{cores[1]} served byte-exact", diag="\n".join(outs))
+            tap.ok(per == [30, 70] and byt == [30 * 262144, 70 * 262144],
+                   f"[{be}] connections spread by CPU: worker 0 took the 30 from CPU {cores[0]}, "
+                   f"worker 1 the 70 from CPU {cores[1]} (accepted {per}, bytes {byt})")
 
     # a core the machine does not have: refused at start, clearly
     nconf = os.sysconf("SC_NPROCESSORS_CONF")

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""No allocation on the data path after start-up: with an LD_PRELOAD shim
+counting the allocations made by echod's worker threads, a load run
+(hundreds of connections, random payloads and short writes, half-closes,
+resets, backpressure, buffer exhaustion) makes none once the daemon
+serves.  The shim is shown to count: a hand-over (a reload switching
+backend while a client holds unsent bytes) allocates in a worker, and is
+counted."""
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from echodtest import (MiB, Daemon, Tap, backends, client, client_bg,  # noqa: E402
+                       client_ok, client_wait)
+
+SO = os.environ.get("MALLOC_COUNT_SO") or os.path.join(
+    os.path.dirname(os.environ.get("ECHOCLIENT", "")), "malloc_count.so")
+ARM_MS = 1500
+
+
+def counts(path):
+    with open(path) as f:
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", f.read())}
+
+
+tap = Tap(timeout=90 * len(backends()))
+for be in backends():
+    out = tempfile.mktemp(prefix="echodtest.malloc.")
+    env = {"LD_PRELOAD": SO, "MALLOC_COUNT_FILE": out, "MALLOC_COUNT_AFTER_MS": ARM_MS}
+    with tap.guard(be), Daemon(be, env=env, buffer_count=64) as d:
+        time.sleep(ARM_MS / 1000 + 0.2)          # past start-up: counting now
+        loads = [client_bg(d.port, "-c", 300, "--min", "1", "--max", "256k", "--random-chunks",
+                           "-s", 121, timeout=60),
+                 client_bg(d.port, "-c", 50, "-n", "1M", "--half-close", "-s", 122, timeout=60),
+                 client_bg(d.port, "-c", 50, "-n", "1M", "--rst-after", "100k", "-s", 123,
+                           timeout=60),
+                 client_bg(d.port, "-c", 4, "-n", "16M", "--no-read-ms", 1000, "-s", 124,
+                           timeout=60)]
+        results = [client_wait(p) for p in loads]
+        tap.ok(all(r.ok for r in results), f"[{be}] load: 404 connections, every byte checked",
+               diag="\n".join(r.diag() for r in results if not r.ok))
+        tap.ok(d.stop() == 0, f"[{be}] clean exit", diag=d.log_tail())
+        c = counts(out)
+        tap.diag(f"[{be}] worker-thread allocations: {c.get('startup_allocs')} at start-up, "
+                 f"{c.get('worker_allocs')} during the load")
+        tap.ok(c.get("startup_allocs", 0) > 0 and c.get("worker_allocs") == 0,
+               f"[{be}] no allocation by the event loop during the load "
+               f"({c.get('worker_allocs')} after start-up)", diag=str(c))
+    os.unlink(out) if os.path.exists(out) else None
+
+    # the shim does count: a hand-over allocates in the worker
+    out = tempfile.mktemp(prefix="echodtest.malloc.")
+    env = {"LD_PRELOAD": SO, "MALLOC_COUNT_FILE": out, "MALLOC_COUNT_AFTER_MS": ARM_MS}
+    other = [b for b in ("epoll", "io_uring") if b != be][0]
+    with tap.guard(be), Daemon(be, env=env, shutdown_timeout=1) as d:
+        time.sleep(ARM_MS / 1000 + 0.2)
+        held = client_bg(d.port, "-c", 2, "-n", "16M", "--no-read-ms", 1500, "-s", 125,
+                         timeout=60)
+        time.sleep(0.5)
+        mark = d.log_mark()
+        d.rewrite_config(backend=other)
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"reload: configuration applied", 10, since=mark)
+        client_ok(tap, f"[{be}] control: clients held through a hand-over to {other}",
+                  client_wait(held), d, total=2 * 16 * MiB)
+        d.stop()
+        c = counts(out)
+        tap.ok(c.get("worker_allocs", 0) > 0,
+               f"[{be}] control: the hand-over's allocations are counted "
+               f"({c.get('worker_allocs')})", diag=str(c))
+    os.unlink(out) if os.path.exists(out) else None
+tap.done()
