@@ -366,12 +366,20 @@ static void ur_send(struct worker *w, struct conn *c)
 
 /* ---- connection state ---- */
 
-static void ur_finish_close(struct worker *w, struct conn *c)
+/* Take c off the list of connections waiting for buffers. */
+static void ur_unstarve(struct worker *w, struct conn *c)
 {
 	struct ur *ur = w->be;
 
-	if (c->bstate & UB_STARVED)
+	if (c->bstate & UB_STARVED) {
 		ilist_remove(w, &ur->starved, c, WAIT);
+		c->bstate &= ~UB_STARVED;
+	}
+}
+
+static void ur_finish_close(struct worker *w, struct conn *c)
+{
+	ur_unstarve(w, c);
 	if (close(c->fd) < 0) {
 		ctr_add(&w->ctr->op_errors[WOP_CLOSE], 1);
 		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
@@ -379,29 +387,31 @@ static void ur_finish_close(struct worker *w, struct conn *c)
 	worker_conn_free(w, c);
 }
 
+/* Cancel every op in flight on c's fd (once); their completions follow. */
+static void ur_cancel_all(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->bstate & UB_CANCEL_ALL)
+		return;
+	sqe = ur_sqe(w);
+	io_uring_prep_cancel64(sqe, 0, 0);
+	sqe->fd = c->fd;
+	sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
+	c->bstate |= UB_CANCEL_ALL;
+}
+
 /* Close c once no op of its can complete any more. */
 static void ur_close(struct worker *w, struct conn *c)
 {
-	struct ur *ur = w->be;
-
 	c->bstate |= UB_CLOSING;
-	if (c->bstate & UB_STARVED) {
-		ilist_remove(w, &ur->starved, c, WAIT);
-		c->bstate &= ~UB_STARVED;
-	}
+	ur_unstarve(w, c);
 	if (!(c->bstate & (UB_RECV | UB_SEND))) {
 		ur_finish_close(w, c);
 		return;
 	}
-	if (!(c->bstate & UB_CANCEL_ALL)) {
-		struct io_uring_sqe *sqe = ur_sqe(w);
-
-		io_uring_prep_cancel64(sqe, 0, 0);
-		sqe->fd = c->fd;
-		sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-		io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
-		c->bstate |= UB_CANCEL_ALL;
-	}
+	ur_cancel_all(w, c);
 }
 
 /* Act on conn_next(). */
@@ -448,9 +458,8 @@ static void ur_process(struct worker *w, struct conn *c)
 		/* backpressure (or drain): stop the multishot recv */
 		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx));
 		c->bstate |= UB_RECV_CANCEL;
-	} else if (c->bstate & UB_STARVED) {
-		ilist_remove(w, &ur->starved, c, WAIT);
-		c->bstate &= ~UB_STARVED;
+	} else {
+		ur_unstarve(w, c);
 	}
 }
 
@@ -467,22 +476,11 @@ static void ur_adopt_conn(struct worker *w, struct conn *c)
 
 static bool ur_conn_busy(struct worker *w, struct conn *c, bool cancel)
 {
-	struct ur *ur = w->be;
 	bool busy = c->bstate & (UB_RECV | UB_SEND);
 
-	if (c->bstate & UB_STARVED) {
-		ilist_remove(w, &ur->starved, c, WAIT);
-		c->bstate &= ~UB_STARVED;
-	}
-	if (busy && cancel && !(c->bstate & UB_CANCEL_ALL)) {
-		struct io_uring_sqe *sqe = ur_sqe(w);
-
-		io_uring_prep_cancel64(sqe, 0, 0);
-		sqe->fd = c->fd;
-		sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-		io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
-		c->bstate |= UB_CANCEL_ALL;
-	}
+	ur_unstarve(w, c);
+	if (busy && cancel)
+		ur_cancel_all(w, c);
 	return busy;
 }
 
@@ -799,8 +797,7 @@ static void ur_fini(struct worker *w)
 	while (!ilist_empty(&w->lru)) {
 		struct conn *c = &w->conns[w->lru.head];
 
-		if (c->bstate & UB_STARVED)
-			ilist_remove(w, &ur->starved, c, WAIT);
+		ur_unstarve(w, c);
 		conn_fail(w, c, 0);
 		close(c->fd);
 		worker_conn_free(w, c);

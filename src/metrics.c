@@ -128,6 +128,19 @@ static const char *const aerr_names[AERR__COUNT] = {
 	[AERR_ENOMEM] = "ENOMEM", [AERR_OTHER] = "other",
 };
 
+/* A counter family with a series per worker and per label value: the
+ * counters are an array of n at byte offset off. */
+static void per_worker_by(struct mbuf *b, struct metrics_state *m, const char *name,
+			  const char *help, const char *label, const char *const *values,
+			  int n, size_t off)
+{
+	family(b, name, "counter", help);
+	for (unsigned i = 0; i < m->nworkers; i++)
+		for (int k = 0; k < n; k++)
+			mbuf_printf(b, "%s{worker=\"%u\",%s=\"%s\"} %llu\n", name, i, label,
+				    values[k], counter(m, i, off + (size_t)k * sizeof(uint64_t)));
+}
+
 /* ---- process_* from /proc ---- */
 
 static int read_file(const char *path, char *buf, size_t len)
@@ -242,19 +255,11 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	PW(b, m, "echod_multishot_rearms_total", "counter", rearms,
 	   "io_uring multishot accepts and receives armed again after they ended.");
 
-	family(b, "echod_accept_errors_total", "counter", "accept() failures, by errno.");
-	for (unsigned i = 0; i < m->nworkers; i++)
-		for (int k = 0; k < AERR__COUNT; k++)
-			mbuf_printf(b, "echod_accept_errors_total{worker=\"%u\",errno=\"%s\"} %llu\n",
-				    i, aerr_names[k], counter(m, i, offsetof(struct worker_counters,
-									  accept_errors[k])));
-	family(b, "echod_io_errors_total", "counter",
-	       "Failed I/O operations (io_uring CQEs with an error, or failed syscalls), by op.");
-	for (unsigned i = 0; i < m->nworkers; i++)
-		for (int k = 0; k < WOP__COUNT; k++)
-			mbuf_printf(b, "echod_io_errors_total{worker=\"%u\",op=\"%s\"} %llu\n",
-				    i, op_names[k], counter(m, i, offsetof(struct worker_counters,
-									op_errors[k])));
+	per_worker_by(b, m, "echod_accept_errors_total", "accept() failures, by errno.",
+		      "errno", aerr_names, AERR__COUNT, offsetof(struct worker_counters, accept_errors));
+	per_worker_by(b, m, "echod_io_errors_total",
+		      "Failed I/O operations (io_uring CQEs with an error, or failed syscalls), by op.",
+		      "op", op_names, WOP__COUNT, offsetof(struct worker_counters, op_errors));
 	pthread_mutex_unlock(&m->lock);
 
 	family(b, "echod_reloads_total", "counter", "Configuration reloads applied.");

@@ -87,9 +87,6 @@ class NspawnError(Exception):
     pass
 
 
-class NspawnEarlyExit(NspawnError):
-    """nspawn exited before the container's init started."""
-
 
 class Result:
     """Outcome of a command run inside the container."""
@@ -615,8 +612,10 @@ class Container:
             raise NspawnError("no valid root at %s (call ensure_root())" % self.base)
         _sweep_stale_runs(self.log)
         self.rundir = tempfile.mkdtemp(prefix=RUN_PREFIX, dir=CACHE_DIR)
-        self.machine = "echod-" + os.path.basename(self.rundir)[len(RUN_PREFIX):]
-        self.machine = re.sub(r"[^A-Za-z0-9-]", "-", self.machine)
+        # a valid machine name: letters and digits only after the prefix
+        # (the temp dir's suffix may hold '_', and a name may not end in '-')
+        suffix = os.path.basename(self.rundir)[len(RUN_PREFIX):]
+        self.machine = "echod-" + hashlib.sha1(suffix.encode()).hexdigest()[:12]
         self._write_owner()
         self.root = os.path.join(self.rundir, "root")
         t0 = time.monotonic()
@@ -675,18 +674,7 @@ class Container:
         self._write_owner()
 
     def boot(self):
-        """Start systemd-nspawn --boot and wait for running/degraded; one
-        retry if nspawn itself exits before the container's init runs (seen
-        once in ~25 boots here, cause unknown)."""
-        try:
-            return self._boot()
-        except NspawnEarlyExit as e:
-            self.log("boot: %s; retrying once" % str(e).splitlines()[0])
-            self.proc = None
-            self.init_pid = None
-            return self._boot()
-
-    def _boot(self):
+        """Start systemd-nspawn --boot and wait for running/degraded."""
         if self.proc:
             raise NspawnError("already booted")
         self._make_cgroups()
@@ -729,8 +717,8 @@ class Container:
         # 1. the container's PID 1: nspawn's child once it has exec'd systemd
         while self.init_pid is None:
             if self.proc.poll() is not None:
-                raise NspawnEarlyExit("systemd-nspawn exited with %s during boot\n%s"
-                                      % (self.proc.returncode, self.console_tail()))
+                raise NspawnError("systemd-nspawn exited with %s during boot\n%s"
+                                  % (self.proc.returncode, self.console_tail()))
             for kid in _children_of(self.proc.pid):
                 if _comm(kid) == "systemd":
                     self.init_pid, self.init_start = kid, _starttime(kid)
