@@ -132,6 +132,7 @@ static void ep_send(struct worker *w, struct conn *c)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			c->bstate &= ~EB_WRITABLE;
+			conn_send_blocked(w, c);
 		} else if (errno != EINTR) {
 			ctr_add(&w->ctr->op_errors[WOP_SEND], 1);
 			log_errno(LOG_DEBUG, errno, "worker %u: sendmsg fd %d", w->id, c->fd);
@@ -144,8 +145,12 @@ static void ep_send(struct worker *w, struct conn *c)
 	for (size_t i = 0; i < msg.msg_iovlen; i++)
 		want += iov[i].iov_len;
 	conn_sent(w, c, (uint32_t)n);
-	if ((size_t)n < want)
+	if ((size_t)n < want) {
 		c->bstate &= ~EB_WRITABLE;   /* short send: the socket is full */
+		conn_send_blocked(w, c);
+	} else {
+		conn_send_whole(w, c);
+	}
 }
 
 /* One read.  Returns false when reading must stop for this turn. */

@@ -360,6 +360,7 @@ static void ur_send(struct worker *w, struct conn *c)
 	/* the head buffer; the next goes when this one completes */
 	conn_send_iov(w, c, &iov, 1);
 	io_uring_prep_send(sqe, c->fd, iov.iov_base, iov.iov_len, MSG_NOSIGNAL);
+	c->bdata = (uint32_t)iov.iov_len;
 	io_uring_sqe_set_data64(sqe, ud_make(UOP_SEND, c->gen, c->idx));
 	c->bstate |= UB_SEND;
 }
@@ -447,7 +448,7 @@ static void ur_process(struct worker *w, struct conn *c)
 			return;
 		if (ur->g[UR_BGID_MAIN].nfree) {
 			ur_arm_recv(w, c);
-		} else if (!c->nbufs && ur->g[UR_BGID_RESV].nfree) {
+		} else if (conn_may_use_reserve(c) && ur->g[UR_BGID_RESV].nfree) {
 			ur_arm_recv_reserve(w, c);
 		} else {
 			ctr_add(&w->ctr->buf_exhausted, 1);
@@ -557,8 +558,13 @@ static void ur_on_send(struct worker *w, struct io_uring_cqe *cqe)
 		return;
 	c->bstate &= ~UB_SEND;
 	if (res > 0) {
-		if (!(c->flags & CONN_FAILED))
+		if (!(c->flags & CONN_FAILED)) {
 			conn_sent(w, c, (uint32_t)res);
+			if ((uint32_t)res < c->bdata)
+				conn_send_blocked(w, c);   /* the socket is full */
+			else
+				conn_send_whole(w, c);
+		}
 	} else if (res != -ECANCELED) {
 		ctr_add(&w->ctr->op_errors[WOP_SEND], 1);
 		log_errno(LOG_DEBUG, res ? res : -EIO, "worker %u: send fd %d", w->id, c->fd);

@@ -136,6 +136,19 @@ void conn_sent(struct worker *w, struct conn *c, uint32_t n)
 	/* an empty tail buffer stays queued only if it still has bytes */
 }
 
+void conn_send_whole(struct worker *w, struct conn *c)
+{
+	(void)w;
+	if (!c->pending)
+		c->flags &= ~CONN_SLOW;
+}
+
+void conn_send_blocked(struct worker *w, struct conn *c)
+{
+	(void)w;
+	c->flags |= CONN_SLOW;
+}
+
 void conn_eof(struct worker *w, struct conn *c)
 {
 	(void)w;
@@ -166,7 +179,7 @@ bool conn_want_read(struct worker *w, struct conn *c)
 	/* the last buffer_reserve buffers of the pool go only to connections
 	 * holding none: clients that do not read cannot pin the whole pool */
 	if (c->pending >= w->params.max_pending || c->nbufs >= w->max_bufs ||
-	    (c->nbufs && w->pool.nfree <= w->buf_reserve)) {
+	    (!conn_may_use_reserve(c) && w->pool.nfree <= w->buf_reserve)) {
 		if (!(c->flags & CONN_PAUSED)) {
 			c->flags |= CONN_PAUSED;
 			ctr_add(&w->ctr->backpressure_pauses, 1);

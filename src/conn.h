@@ -42,6 +42,8 @@ struct ilist {
 #define CONN_PAUSED     (1u << 4)  /* reading stopped by backpressure */
 #define CONN_IN_USE     (1u << 5)  /* slot is allocated */
 #define CONN_FREEZE     (1u << 6)  /* being handed over: stop reading, keep sending */
+#define CONN_SLOW       (1u << 7)  /* its client did not keep up (a send blocked):
+				      never given the pool's reserve */
 /* the state a connection keeps when handed to another worker or process */
 #define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN)
 
@@ -67,6 +69,7 @@ struct conn {
 	struct ilink lru;      /* the worker's idle list, least recent first */
 	struct ilink wait;     /* a backend's wait/ready list */
 	uint32_t bstate;       /* backend's private state bits */
+	uint32_t bdata;        /* backend's private datum (io_uring: bytes of the send in flight) */
 	uint64_t last_active;  /* worker clock, ms */
 	uint8_t *carry;        /* unsent bytes carried over from a hand-over (malloc'd), */
 	uint32_t carry_off;    /* sent before the queue; NULL when none */
@@ -102,8 +105,20 @@ void conn_received_tail(struct worker *w, struct conn *c, uint32_t n);
 int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int max);
 
 /* n bytes of the queue's head were sent: buffers fully sent go back to
- * the pool (through the backend's release hook). */
+ * the pool (through the backend's release hook).
+ * conn_send_blocked: the socket took less than offered, or nothing (its
+ * client is not keeping up): c is marked slow until its queue empties
+ * through a send the socket took whole. */
 void conn_sent(struct worker *w, struct conn *c, uint32_t n);
+void conn_send_blocked(struct worker *w, struct conn *c);
+/* A send the socket took whole: c is no longer slow once its queue is empty. */
+void conn_send_whole(struct worker *w, struct conn *c);
+
+/* Whether c may take one of the pool's reserve buffers. */
+static inline bool conn_may_use_reserve(const struct conn *c)
+{
+	return c->nbufs == 0 && !(c->flags & CONN_SLOW);
+}
 
 /* The peer shut its write side (read returned 0). */
 void conn_eof(struct worker *w, struct conn *c);

@@ -165,6 +165,7 @@ static struct conn *conn_alloc(struct worker *w, int fd)
 	c->pending = 0;
 	c->nbufs = 0;
 	c->bstate = 0;
+	c->bdata = 0;
 	c->carry = NULL;
 	c->carry_off = c->carry_len = 0;
 	c->wait.prev = c->wait.next = ILIST_NONE;

@@ -746,7 +746,7 @@ class Container:
                 continue
             if state in ("running", "degraded"):
                 break
-            if state in ("maintenance", "stopping", "offline"):
+            if state in ("maintenance", "stopping"):
                 raise NspawnError("boot ended in state %r\n%s\n%s"
                                   % (state, self._failed_units(), self.console_tail()))
             time.sleep(0.1)    # bus not up yet ("offline"/"unknown"): retry

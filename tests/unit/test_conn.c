@@ -427,6 +427,45 @@ static void test_idle(void)
 	worker_unmake(&w);
 }
 
+/* The pool's reserve: only for connections holding no buffer whose
+ * client keeps up; a connection that blocked a send never gets it. */
+static void test_reserve(void)
+{
+	struct worker w;
+	struct conn *a, *b;
+	uint32_t held[8];
+	int fa, fb;
+
+	worker_make(&w, 16, 1024, 65536, 10);      /* reserve: 2 buffers */
+	a = worker_conn_new(&w, fa = sockfd());
+	b = worker_conn_new(&w, fb = sockfd());
+	for (int i = 0; i < 8; i++)
+		held[i] = bufpool_get(&w.pool);
+	for (int i = 0; i < 6; i++)
+		bufpool_get(&w.pool);                  /* 14 of 16 taken */
+	tap_ok(w.pool.nfree == w.buf_reserve, "reserve: pool down to its %u reserve buffers",
+	       w.buf_reserve);
+	tap_ok(conn_want_read(&w, a), "reserve: a connection holding none may read");
+	conn_received(&w, a, bufpool_get(&w.pool), 0, 1000);
+	tap_ok(!conn_want_read(&w, a), "reserve: holding one, it may not take another");
+	conn_send_blocked(&w, b);
+	tap_ok(!conn_want_read(&w, b), "reserve: a connection whose send blocked may not, "
+	       "even holding none");
+	conn_sent(&w, a, 1000);
+	conn_send_whole(&w, a);
+	tap_ok(conn_want_read(&w, a), "reserve: after a whole send, a reads again");
+	conn_received(&w, b, held[0], 0, 10);
+	conn_sent(&w, b, 10);
+	conn_send_whole(&w, b);
+	tap_ok(!(b->flags & CONN_SLOW), "reserve: a slow connection recovers once its queue "
+	       "empties through a whole send");
+	worker_conn_free(&w, a);
+	worker_conn_free(&w, b);
+	close(fa);
+	close(fb);
+	worker_unmake(&w);
+}
+
 int main(void)
 {
 	test_echo("1 byte", 1, 4096, 4096, 0, 64, 4096, 65536);
@@ -442,5 +481,6 @@ int main(void)
 	test_limits();
 	test_accept_errors();
 	test_idle();
+	test_reserve();
 	return tap_done();
 }
