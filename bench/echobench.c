@@ -1,0 +1,1112 @@
+/* echobench.c - echod benchmark client: request/response load, every byte
+ * checked, latency histogram, server CPU per request.
+ *
+ * Grown from tests/echoclient.c (seeded payloads, every byte checked, one
+ * thread on one edge-triggered epoll set), but built for measurement:
+ *
+ *  - A request is L bytes; a connection sends one, waits until all L bytes
+ *    have come back, and only then sends the next (one request in flight
+ *    per connection, so the echo stream splits into responses exactly).
+ *  - Payload: a 1 MiB table of splitmix64 noise made once at start-up.
+ *    Request number s of connection i is the L bytes of the table at an
+ *    offset hashed from (i's key, s): it is sent straight from the table and
+ *    every byte received is memcmp'ed against the table, so checking costs
+ *    no generation and no copy.  A byte from another connection, from an
+ *    earlier request, shifted or reordered fails the check; the first wrong
+ *    byte ends the run (exit 1) with its connection, request and offset.
+ *  - Closed loop (default): every connection keeps one request in flight;
+ *    latency = last byte received - first send.  req_s is saturation
+ *    throughput for that connection count.
+ *  - Open loop (--rate R): request k of connection i is due at
+ *    t0 + (i + k*c)/R, so every connection runs at R/c and the total stream
+ *    of requests is evenly spaced at 1/R.  Latency is measured from the due
+ *    (intended) time: when a connection is still busy at its next due time,
+ *    that request is sent as soon as the previous one completes and the
+ *    wait is part of its latency (no coordinated omission).  Idle
+ *    connections wait in a min-heap keyed by their next due time; the loop
+ *    sleeps in epoll_pwait2 until the earliest (timer slack 1 ns; it polls
+ *    when that is under 20 us away).  The client's own lateness (send time
+ *    - due time for a connection that was idle) is reported as
+ *    client_lag_p99_us.  Requests due in the window but still unanswered at
+ *    the end of the drain are recorded with their latency so far and
+ *    counted as "unfinished".
+ *  - Histogram: log-linear buckets in ns (128 per power of two: relative
+ *    error < 0.8%, 1 ns .. 2^40 ns), exact max.
+ *  - Server: utime+stime of --server-pid from /proc/PID/stat at the start
+ *    and end of the measured window (all threads, clock ticks), VmRSS from
+ *    /proc/PID/status at the end.  The client's own CPU (getrusage) over the
+ *    same window is reported too: client_cpu_util near 1.0 means the client,
+ *    not the server, may be the bottleneck.
+ *
+ * One thread, non-blocking sockets, TCP_NODELAY, edge-triggered epoll with
+ * 4096-event batches; a short recv (or send) means the socket is drained
+ * (full), so a request costs one send and one recv in the common case.
+ *
+ * Output: one line of key=value pairs (or one JSON object with --json) on
+ * stdout; exit 0.  Exit 1: a wrong or extra byte, or a fatal error (every
+ * connection lost, connect timeout); exit 2: usage.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TABLE_BITS     20                    /* 1 MiB of payload noise */
+#define TABLE_SIZE     (1u << TABLE_BITS)
+#define MAX_PAYLOAD    (16u * 1024 * 1024)
+#define RBUF_SIZE      (256 * 1024)
+#define MAX_EVENTS     4096
+#define GOLDEN         UINT64_C(0x9e3779b97f4a7c15)
+#define NS             UINT64_C(1000000000)
+
+/* ------------------------------------------------------------ histogram */
+
+#define H_SUB_BITS     7
+#define H_SUB          (1u << H_SUB_BITS)     /* buckets per power of two */
+#define H_MAX_EXP      40                     /* 2^40 ns = 18 min */
+#define H_BUCKETS      (H_SUB + (H_MAX_EXP - H_SUB_BITS + 1) * H_SUB)
+
+struct hist {
+	uint64_t count;
+	uint64_t max;
+	uint64_t min;
+	long double sum;
+	uint64_t b[H_BUCKETS];
+};
+
+static unsigned h_index(uint64_t v)
+{
+	unsigned e;
+
+	if (v < H_SUB)
+		return (unsigned)v;
+	e = 63u - (unsigned)__builtin_clzll(v);
+	if (e > H_MAX_EXP)
+		return H_BUCKETS - 1;
+	return H_SUB + (e - H_SUB_BITS) * H_SUB +
+	       (unsigned)((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
+}
+
+/* Midpoint of bucket i (its values are within 0.4% of it). */
+static uint64_t h_value(unsigned i)
+{
+	unsigned e, m;
+	uint64_t lo, width;
+
+	if (i < H_SUB)
+		return i;
+	e = (i - H_SUB) / H_SUB + H_SUB_BITS;
+	m = (i - H_SUB) % H_SUB;
+	width = UINT64_C(1) << (e - H_SUB_BITS);
+	lo = (UINT64_C(1) << e) + (uint64_t)m * width;
+	return lo + width / 2;
+}
+
+static inline void h_record(struct hist *h, uint64_t v, uint64_t n)
+{
+	h->b[h_index(v)] += n;
+	h->count += n;
+	h->sum += (long double)v * n;
+	if (v > h->max)
+		h->max = v;
+	if (v < h->min)
+		h->min = v;
+}
+
+/* Smallest recorded value v such that at least q of the values are <= v. */
+static uint64_t h_quantile(const struct hist *h, double q)
+{
+	uint64_t want, acc = 0;
+	unsigned i;
+
+	if (h->count == 0)
+		return 0;
+	want = (uint64_t)(q * (double)h->count);
+	if ((double)want < q * (double)h->count)
+		want++;                 /* ceil, without libm */
+	if (want < 1)
+		want = 1;
+	for (i = 0; i < H_BUCKETS; i++) {
+		acc += h->b[i];
+		if (acc >= want) {
+			uint64_t v = h_value(i);
+
+			return v > h->max ? h->max : v < h->min ? h->min : v;
+		}
+	}
+	return h->max;
+}
+
+/* ---------------------------------------------------------------- state */
+
+enum cstate { C_CONNECTING, C_IDLE, C_BUSY, C_DEAD };
+
+struct conn {
+	int fd;
+	uint8_t state;
+	bool w_blocked;      /* a send came back short: wait for EPOLLOUT */
+	uint32_t idx;
+	uint32_t sent;       /* bytes of the request in flight sent */
+	uint32_t got;        /* ... and received back */
+	uint32_t off;        /* table offset of the request in flight */
+	uint64_t key;
+	uint64_t seq;        /* requests started */
+	uint64_t next_due;   /* open loop, idle: due time of request seq */
+	uint64_t t_req;      /* ns: send time (closed) or due time (open) */
+};
+
+static struct {
+	const char *host;
+	int port;
+	unsigned long conns;
+	uint32_t payload;
+	double duration;
+	double warmup;
+	double rate;          /* 0: closed loop */
+	double drain;
+	double connect_timeout;
+	double spin_us;
+	int cpu;
+	long server_pid;
+	bool json;
+	bool nagle;
+	uint64_t seed;
+} opt = {
+	.host = "127.0.0.1",
+	.port = -1,
+	.conns = 1,
+	.payload = 64,
+	.duration = 5,
+	.warmup = 1,
+	.drain = -1,
+	.connect_timeout = 10,
+	.spin_us = 50,
+	.cpu = -1,
+	.server_pid = -1,
+	.seed = 1,
+};
+
+static const char *prog = "echobench";
+static struct conn *conns;
+static int epfd;
+static struct sockaddr_storage dst;
+static socklen_t dstlen;
+static uint8_t *table, *rbuf;
+static struct hist hist;
+static unsigned long n_alive;
+static uint64_t errors;
+static char first_error[160];
+static uint64_t spin_ns;
+
+/* measurement window */
+static uint64_t t0, w_start, w_end;    /* nominal, ns */
+static bool measuring;
+static uint64_t done_in_window;
+static double interval_ns;             /* open loop: ns between requests */
+static uint32_t *heap;                 /* open loop: idle conns by next_due */
+static size_t heap_len;
+static struct hist lag;                /* open loop: send time - due time */
+
+/* ---------------------------------------------------------------- utils */
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
+}
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "%s: FAIL ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help'.\n", prog);
+	exit(2);
+}
+
+static const char *errname(int e)
+{
+	const char *n = strerrorname_np(e);
+
+	return n ? n : "E?";
+}
+
+static inline uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* Table offset of request seq of a connection: any byte offset, so that a
+ * stream shifted by a few bytes fails too. */
+static inline uint32_t req_offset(uint64_t key, uint64_t seq)
+{
+	return (uint32_t)(mix64(key + (seq + 1) * GOLDEN) & (TABLE_SIZE - 1));
+}
+
+/* ------------------------------------------------------------- options */
+
+static double parse_double(const char *name, const char *s, double lo, double hi)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end != '\0' || !(v >= lo) || !(v <= hi))
+		usage_error("invalid %s '%s' (expected %g..%g)", name, s, lo, hi);
+	return v;
+}
+
+static long parse_long(const char *name, const char *s, long lo, long hi)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end != '\0' || v < lo || v > hi)
+		usage_error("invalid %s '%s' (expected %ld..%ld)", name, s, lo, hi);
+	return v;
+}
+
+static uint32_t parse_bytes(const char *s)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		usage_error("invalid payload size '%s'", s);
+	if (*end == 'k' || *end == 'K')
+		shift = 10, end++;
+	else if (*end == 'm' || *end == 'M')
+		shift = 20, end++;
+	if (*end != '\0' || v == 0 || v > (MAX_PAYLOAD >> shift))
+		usage_error("invalid payload size '%s' (1..16M, suffix k/m allowed)", s);
+	return (uint32_t)(v << shift);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: %s -p PORT [OPTION]...\n"
+"Request/response load on an RFC 862 echo server; every byte checked.\n"
+"\n"
+"  -H, --host ADDR         server address, IPv4 or IPv6 literal (default 127.0.0.1)\n"
+"  -p, --port N            server port (required)\n"
+"  -c, --conns N           connections (default 1)\n"
+"  -l, --payload N         request size in bytes, suffix k/m (default 64)\n"
+"  -d, --duration S        measured window in seconds (default 5)\n"
+"  -w, --warmup S          unmeasured warm-up before the window (default 1)\n"
+"      --rate R            open loop: R requests/s in total, spread evenly over\n"
+"                          the connections; latency from the intended send time\n"
+"                          (default: closed loop, one request in flight per\n"
+"                          connection)\n"
+"      --drain S           open loop: after the window, wait up to S seconds for\n"
+"                          the requests due in it (default max(1, duration))\n"
+"      --cpu N             pin to CPU N\n"
+"      --server-pid PID    report the server's CPU time per request (utime+stime\n"
+"                          from /proc/PID/stat over the window) and its VmRSS\n"
+"      --seed N            payload seed (default 1)\n"
+"      --nagle             leave Nagle's algorithm on (default: TCP_NODELAY)\n"
+"      --spin-us U         open loop: sleep until U microseconds before the next\n"
+"                          due time, then poll (epoll_wait with no timeout), as\n"
+"                          a timer wake-up comes late (default 50)\n"
+"      --connect-timeout S (default 10)\n"
+"      --json              one JSON object instead of key=value\n"
+"  -h, --help              this help\n"
+"\n"
+"Prints one line: mode conns payload req_s target_req_s requests p50_us\n"
+"p90_us p99_us p999_us max_us mean_us errors unfinished server_cpu_us_per_req\n"
+"server_cpu_util server_rss_kb [client_lag_p50_us client_lag_p99_us] client_cpu_us_per_req\n"
+"client_cpu_util (times in microseconds).\n"
+"Exit 0; 1 on a wrong byte (offset printed) or a fatal error; 2 on usage.\n", prog);
+}
+
+enum { OPT_RATE = 256, OPT_CPU, OPT_SERVER_PID, OPT_JSON, OPT_SEED, OPT_DRAIN,
+       OPT_NAGLE, OPT_CONNECT_TIMEOUT, OPT_SPIN_US };
+
+static const struct option longopts[] = {
+	{ "host",            required_argument, NULL, 'H' },
+	{ "port",            required_argument, NULL, 'p' },
+	{ "conns",           required_argument, NULL, 'c' },
+	{ "payload",         required_argument, NULL, 'l' },
+	{ "duration",        required_argument, NULL, 'd' },
+	{ "warmup",          required_argument, NULL, 'w' },
+	{ "rate",            required_argument, NULL, OPT_RATE },
+	{ "drain",           required_argument, NULL, OPT_DRAIN },
+	{ "cpu",             required_argument, NULL, OPT_CPU },
+	{ "server-pid",      required_argument, NULL, OPT_SERVER_PID },
+	{ "seed",            required_argument, NULL, OPT_SEED },
+	{ "nagle",           no_argument,       NULL, OPT_NAGLE },
+	{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+	{ "spin-us",         required_argument, NULL, OPT_SPIN_US },
+	{ "json",            no_argument,       NULL, OPT_JSON },
+	{ "help",            no_argument,       NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void parse_args(int argc, char **argv)
+{
+	int ch;
+	char *end;
+
+	while ((ch = getopt_long(argc, argv, "H:p:c:l:d:w:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'H': opt.host = optarg; break;
+		case 'p': opt.port = (int)parse_long("port", optarg, 1, 65535); break;
+		case 'c':
+			opt.conns = (unsigned long)parse_long("connection count", optarg, 1, 1000000);
+			break;
+		case 'l': opt.payload = parse_bytes(optarg); break;
+		case 'd': opt.duration = parse_double("duration", optarg, 0.01, 86400); break;
+		case 'w': opt.warmup = parse_double("warm-up", optarg, 0, 86400); break;
+		case OPT_RATE: opt.rate = parse_double("rate", optarg, 0.001, 1e9); break;
+		case OPT_DRAIN: opt.drain = parse_double("drain", optarg, 0, 86400); break;
+		case OPT_CPU: opt.cpu = (int)parse_long("cpu", optarg, 0, CPU_SETSIZE - 1); break;
+		case OPT_SERVER_PID:
+			opt.server_pid = parse_long("server pid", optarg, 1, 0x7fffffff);
+			break;
+		case OPT_SEED:
+			errno = 0;
+			opt.seed = strtoull(optarg, &end, 0);
+			if (errno || end == optarg || *end != '\0' || *optarg == '-')
+				usage_error("invalid seed '%s'", optarg);
+			break;
+		case OPT_NAGLE: opt.nagle = true; break;
+		case OPT_CONNECT_TIMEOUT:
+			opt.connect_timeout = parse_double("connect timeout", optarg, 0.1, 3600);
+			break;
+		case OPT_SPIN_US: opt.spin_us = parse_double("spin", optarg, 0, 1e6); break;
+		case OPT_JSON: opt.json = true; break;
+		case 'h': usage(stdout); exit(0);
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			exit(2);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (opt.port < 0)
+		usage_error("--port is required");
+	spin_ns = (uint64_t)(opt.spin_us * 1000.0);
+	if (opt.drain < 0)
+		opt.drain = opt.duration > 1 ? opt.duration : 1;
+}
+
+static void resolve(void)
+{
+	struct addrinfo hints, *res;
+	char host[256], port[16];
+	const char *h = opt.host;
+	size_t len = strlen(h);
+	int rc;
+
+	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
+		if (len - 2 >= sizeof(host))
+			usage_error("invalid host '%s'", opt.host);
+		memcpy(host, h + 1, len - 2);
+		host[len - 2] = '\0';
+		h = host;
+	}
+	snprintf(port, sizeof(port), "%d", opt.port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	rc = getaddrinfo(h, port, &hints, &res);
+	if (rc != 0)
+		usage_error("invalid host '%s': %s (an IPv4 or IPv6 literal is expected)",
+			    opt.host, gai_strerror(rc));
+	memcpy(&dst, res->ai_addr, res->ai_addrlen);
+	dstlen = res->ai_addrlen;
+	freeaddrinfo(res);
+}
+
+/* ------------------------------------------------------- process stats */
+
+/* utime + stime of pid in clock ticks (all threads), or -1. */
+static long long proc_cpu_ticks(long pid)
+{
+	char path[64], buf[2048], *p;
+	unsigned long long ut, st;
+	ssize_t n;
+	int fd, i;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');        /* comm may hold spaces and parens */
+	if (!p)
+		return -1;
+	p++;
+	/* after ')': field 3 (state) ... utime is field 14, stime 15 */
+	for (i = 3; i < 14; i++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -1;
+	}
+	if (sscanf(p, " %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (long long)(ut + st);
+}
+
+/* VmRSS of pid in KiB, or -1. */
+static long proc_rss_kb(long pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+static uint64_t self_cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * NS +
+	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000;
+}
+
+/* --------------------------------------------------------- connections */
+
+static void conn_lost(struct conn *c, const char *what, int err)
+{
+	errors++;
+	if (!first_error[0])
+		snprintf(first_error, sizeof(first_error), "conn=%u %s: %s", c->idx, what,
+			 err ? errname(err) : "EOF");
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->state = C_DEAD;
+	if (--n_alive == 0)
+		fail("every connection lost; first: %s", first_error);
+}
+
+static void conn_open(struct conn *c)
+{
+	struct epoll_event ev;
+	int one = 1, fd;
+
+	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fail("conn=%u socket: %s (%s)", c->idx, errname(errno), strerror(errno));
+	if (!opt.nagle)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fd = fd;
+	c->state = C_CONNECTING;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+	ev.data.u32 = c->idx;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		fail("conn=%u epoll_ctl: %s (%s)", c->idx, errname(errno), strerror(errno));
+	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0 && errno != EINPROGRESS)
+		fail("conn=%u connect: %s (%s)", c->idx, errname(errno), strerror(errno));
+}
+
+static void req_send(struct conn *c)
+{
+	while (c->sent < opt.payload) {
+		ssize_t n = send(c->fd, table + c->off + c->sent, opt.payload - c->sent,
+				 MSG_NOSIGNAL);
+
+		if (n > 0) {
+			c->sent += (uint32_t)n;
+			if (c->sent < opt.payload) {      /* short: the buffer is full */
+				c->w_blocked = true;
+				return;
+			}
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->w_blocked = true;
+			return;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else {
+			conn_lost(c, "send", errno);
+			return;
+		}
+	}
+	c->w_blocked = false;
+}
+
+/* Start request c->seq; t_req is its send time (closed) or due time (open). */
+static void req_start(struct conn *c, uint64_t t_req)
+{
+	c->off = req_offset(c->key, c->seq);
+	c->seq++;
+	c->sent = c->got = 0;
+	c->t_req = t_req;
+	c->state = C_BUSY;
+	req_send(c);
+}
+
+/* Open loop: due time of request k of connection i. */
+static inline uint64_t due_time(uint32_t i, uint64_t k)
+{
+	return t0 + (uint64_t)(((double)i + (double)k * (double)opt.conns) * interval_ns);
+}
+
+/* --- open loop: min-heap of idle connections by next_due */
+
+static void heap_push(struct conn *c)
+{
+	size_t i = heap_len++;
+
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+
+		if (conns[heap[parent]].next_due <= c->next_due)
+			break;
+		heap[i] = heap[parent];
+		i = parent;
+	}
+	heap[i] = c->idx;
+}
+
+static void heap_pop(void)
+{
+	uint32_t last = heap[--heap_len];
+	uint64_t key = conns[last].next_due;
+	size_t i = 0;
+
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+
+		if (l >= heap_len)
+			break;
+		m = l;
+		if (l + 1 < heap_len && conns[heap[l + 1]].next_due < conns[heap[l]].next_due)
+			m = l + 1;
+		if (conns[heap[m]].next_due >= key)
+			break;
+		heap[i] = heap[m];
+		i = m;
+	}
+	if (heap_len)
+		heap[i] = last;
+}
+
+/* Open loop: the connection is idle; send its next request when due. */
+static void open_next(struct conn *c, uint64_t now)
+{
+	uint64_t t = due_time(c->idx, c->seq);
+
+	if (t >= w_end)
+		return;                 /* its schedule is over */
+	if (t <= now) {
+		/* already due, maybe long ago: its latency runs from then */
+		req_start(c, t);
+		return;
+	}
+	c->next_due = t;
+	heap_push(c);
+}
+
+/* Open loop: start every idle connection's request that is due by now. */
+static void schedule(uint64_t now)
+{
+	while (heap_len) {
+		struct conn *c = &conns[heap[0]];
+		uint64_t t = c->next_due;
+
+		if (t > now)
+			return;
+		heap_pop();
+		if (c->state != C_IDLE)
+			continue;
+		if (t >= w_start)
+			h_record(&lag, now - t, 1);
+		req_start(c, t);
+	}
+}
+
+static void req_done(struct conn *c, uint64_t now)
+{
+	bool in_window;
+
+	if (opt.rate > 0)
+		in_window = c->t_req >= w_start && c->t_req < w_end;
+	else
+		in_window = measuring;
+	if (in_window)
+		h_record(&hist, now - c->t_req, 1);
+	if (measuring)
+		done_in_window++;
+	c->state = C_IDLE;
+	if (opt.rate > 0)
+		open_next(c, now);
+	else if (now < w_end)
+		req_start(c, now);
+}
+
+/* The first wrong byte among the n just received: report and exit. */
+static void mismatch(const struct conn *c, size_t n) __attribute__((noreturn));
+static void mismatch(const struct conn *c, size_t n)
+{
+	const uint8_t *want = table + c->off + c->got;
+	size_t k = 0;
+
+	while (k < n && rbuf[k] == want[k])
+		k++;
+	fail("conn=%u request=%" PRIu64 " offset=%" PRIu64 " expected=0x%02x got=0x%02x"
+	     " (byte %" PRIu64 " of a %u-byte request; offset counts from the start of the"
+	     " connection's stream)", c->idx, c->seq - 1,
+	     (c->seq - 1) * (uint64_t)opt.payload + c->got + k, want[k], rbuf[k],
+	     (uint64_t)c->got + k, opt.payload);
+}
+
+static void conn_recv(struct conn *c, uint64_t *now)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, rbuf, RBUF_SIZE, 0);
+
+		if (n > 0) {
+			uint32_t avail = c->state == C_BUSY ? c->sent - c->got : 0;
+
+			if ((size_t)n > avail) {
+				if (avail && memcmp(rbuf, table + c->off + c->got, avail) != 0)
+					mismatch(c, avail);
+				fail("conn=%u request=%" PRIu64 " extra bytes: %zd received, %u"
+				     " outstanding (payload %u)", c->idx,
+				     c->seq ? c->seq - 1 : 0, n, avail, opt.payload);
+			}
+			if (memcmp(rbuf, table + c->off + c->got, (size_t)n) != 0)
+				mismatch(c, (size_t)n);
+			c->got += (uint32_t)n;
+			if (c->got == opt.payload) {
+				*now = now_ns();
+				req_done(c, *now);
+				return;     /* nothing more can be queued: one in flight */
+			}
+			if (n < RBUF_SIZE)
+				return;     /* drained; the next arrival is a new edge */
+		} else if (n == 0) {
+			conn_lost(c, "recv", 0);
+			return;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			return;
+		} else if (errno != EINTR) {
+			conn_lost(c, "recv", errno);
+			return;
+		}
+	}
+}
+
+static void conn_connected(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err)
+		fail("conn=%u connect: %s (%s)", c->idx, errname(err), strerror(err));
+	c->state = C_IDLE;
+}
+
+static void handle_event(const struct epoll_event *ev, uint64_t *now)
+{
+	struct conn *c = &conns[ev->data.u32];
+
+	if (c->state == C_DEAD)
+		return;
+	if (c->state == C_CONNECTING) {
+		if (!(ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		conn_connected(c);
+		return;
+	}
+	if (c->state == C_BUSY && c->w_blocked && (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		req_send(c);
+	if (c->state != C_DEAD && (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+		conn_recv(c, now);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < opt.conns + 16)
+		fail("RLIMIT_NOFILE is %llu, below the %lu connections asked for",
+		     (unsigned long long)rl.rlim_cur, opt.conns);
+}
+
+static void pin(void)
+{
+	cpu_set_t set;
+
+	if (opt.cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(opt.cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) < 0)
+		fail("sched_setaffinity to CPU %d: %s (%s)", opt.cpu, errname(errno),
+		     strerror(errno));
+}
+
+static void make_table(void)
+{
+	size_t i, len = (size_t)TABLE_SIZE + opt.payload;
+	uint64_t k = mix64(opt.seed ^ UINT64_C(0x6a09e667f3bcc908));
+
+	table = malloc(len + 8);
+	rbuf = malloc(RBUF_SIZE);
+	if (!table || !rbuf)
+		fail("out of memory");
+	for (i = 0; i < len; i += 8) {
+		uint64_t v = mix64(k + (i / 8 + 1) * GOLDEN);
+
+		memcpy(table + i, &v, 8);
+	}
+}
+
+static int wait_events(struct epoll_event *events, uint64_t now, uint64_t until)
+{
+	struct timespec ts;
+	uint64_t d;
+	int n;
+
+	d = until > now ? until - now : 0;
+	/* wake spin_ns early, then poll: a timer wake-up is tens of us late */
+	d = d > spin_ns ? d - spin_ns : 0;
+	if (d > 100 * UINT64_C(1000000))
+		d = 100 * UINT64_C(1000000);
+	ts.tv_sec = (time_t)(d / NS);
+	ts.tv_nsec = (long)(d % NS);
+	n = epoll_pwait2(epfd, events, MAX_EVENTS, &ts, NULL);
+	if (n < 0 && errno == ENOSYS)
+		n = epoll_wait(epfd, events, MAX_EVENTS, (int)((d + 999999) / 1000000));
+	if (n < 0 && errno != EINTR)
+		fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
+	return n < 0 ? 0 : n;
+}
+
+static uint64_t next_wakeup(uint64_t now)
+{
+	uint64_t t = measuring ? w_end : w_start;
+
+	if (heap_len && conns[heap[0]].next_due < t)
+		t = conns[heap[0]].next_due;
+	return t > now ? t : now;
+}
+
+/* Requests due in the window and not answered by the end of the drain. */
+static uint64_t record_unfinished(uint64_t now)
+{
+	uint64_t n = 0;
+	unsigned long i;
+
+	for (i = 0; i < opt.conns; i++) {
+		struct conn *c = &conns[i];
+		uint64_t k = c->state == C_BUSY ? c->seq - 1 : c->seq;
+		uint64_t t;
+
+		if (c->state == C_DEAD)
+			continue;
+		for (; (t = due_time(c->idx, k)) < w_end; k++) {
+			if (t >= w_start) {
+				h_record(&hist, now > t ? now - t : 0, 1);
+				n++;
+			}
+		}
+	}
+	return n;
+}
+
+static bool all_window_done(void)
+{
+	unsigned long i;
+
+	for (i = 0; i < opt.conns; i++) {
+		const struct conn *c = &conns[i];
+
+		if (c->state == C_DEAD)
+			continue;
+		if (c->state == C_BUSY || due_time(c->idx, c->seq) < w_end)
+			return false;
+	}
+	return true;
+}
+
+int main(int argc, char **argv)
+{
+	struct epoll_event *events;
+	uint64_t now, t_conn_deadline, t_meas0 = 0, t_meas1 = 0, cli0 = 0, cli1 = 0;
+	uint64_t unfinished = 0, t_drain_end;
+	long long srv0 = -1, srv1 = -1;
+	long rss_kb = -1;
+	unsigned long i, n_connected = 0;
+	double elapsed, req_s, srv_s = -1;
+	long tck = sysconf(_SC_CLK_TCK);
+
+	if (argv[0] && argv[0][0]) {
+		const char *s = strrchr(argv[0], '/');
+
+		prog = s ? s + 1 : argv[0];
+	}
+	parse_args(argc, argv);
+	resolve();
+	signal(SIGPIPE, SIG_IGN);
+	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);   /* ns-precise open-loop timers */
+	raise_nofile();
+	pin();
+	make_table();
+	hist.min = lag.min = UINT64_MAX;
+	if (opt.server_pid > 0 && proc_cpu_ticks(opt.server_pid) < 0)
+		fail("cannot read /proc/%ld/stat", opt.server_pid);
+
+	conns = calloc(opt.conns, sizeof(*conns));
+	events = calloc(MAX_EVENTS, sizeof(*events));
+	if (!conns || !events)
+		fail("out of memory");
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		fail("epoll_create1: %s (%s)", errname(errno), strerror(errno));
+
+	/* --- connect everything first */
+	for (i = 0; i < opt.conns; i++) {
+		conns[i].idx = (uint32_t)i;
+		conns[i].key = mix64(mix64(opt.seed) + mix64(i + GOLDEN));
+		conn_open(&conns[i]);
+	}
+	n_alive = opt.conns;
+	t_conn_deadline = now_ns() + (uint64_t)(opt.connect_timeout * 1e9);
+	while (n_connected < opt.conns) {
+		int n, k;
+
+		now = now_ns();
+		if (now >= t_conn_deadline)
+			fail("connect timeout: %lu of %lu connected", n_connected, opt.conns);
+		n = wait_events(events, now, t_conn_deadline);
+		for (k = 0; k < n; k++) {
+			struct conn *c = &conns[events[k].data.u32];
+
+			if (c->state == C_CONNECTING) {
+				handle_event(&events[k], &now);
+				if (c->state == C_IDLE)
+					n_connected++;
+			}
+		}
+	}
+
+	/* --- run */
+	t0 = now_ns();
+	w_start = t0 + (uint64_t)(opt.warmup * 1e9);
+	w_end = w_start + (uint64_t)(opt.duration * 1e9);
+	if (opt.rate > 0) {
+		interval_ns = 1e9 / opt.rate;
+		heap = calloc(opt.conns, sizeof(*heap));
+		if (!heap)
+			fail("out of memory");
+		now = now_ns();
+		for (i = 0; i < opt.conns; i++)
+			open_next(&conns[i], now);
+	} else {
+		for (i = 0; i < opt.conns; i++)
+			req_start(&conns[i], now_ns());
+	}
+	if (w_start == t0) {
+		measuring = true;
+		t_meas0 = t0;
+		cli0 = self_cpu_ns();
+		if (opt.server_pid > 0)
+			srv0 = proc_cpu_ticks(opt.server_pid);
+	}
+	now = now_ns();
+	for (;;) {
+		int n, k;
+
+		n = wait_events(events, now, next_wakeup(now));
+		now = now_ns();
+		for (k = 0; k < n; k++)
+			handle_event(&events[k], &now);
+		now = now_ns();
+		if (!measuring && t_meas0 == 0 && now >= w_start) {
+			measuring = true;
+			t_meas0 = now;
+			cli0 = self_cpu_ns();
+			if (opt.server_pid > 0)
+				srv0 = proc_cpu_ticks(opt.server_pid);
+		}
+		if (measuring && now >= w_end) {
+			measuring = false;
+			t_meas1 = now;
+			cli1 = self_cpu_ns();
+			if (opt.server_pid > 0) {
+				srv1 = proc_cpu_ticks(opt.server_pid);
+				rss_kb = proc_rss_kb(opt.server_pid);
+			}
+			break;
+		}
+		if (opt.rate > 0)
+			schedule(now);
+	}
+
+	/* --- open loop: let the requests due in the window finish */
+	if (opt.rate > 0) {
+		t_drain_end = now + (uint64_t)(opt.drain * 1e9);
+		for (;;) {
+			uint64_t until = t_drain_end;
+			int n, k;
+
+			now = now_ns();
+			schedule(now);
+			if (all_window_done())
+				break;
+			if (now >= t_drain_end) {
+				unfinished = record_unfinished(now);
+				break;
+			}
+			if (heap_len && conns[heap[0]].next_due < until)
+				until = conns[heap[0]].next_due;
+			n = wait_events(events, now, until);
+			for (k = 0; k < n; k++)
+				handle_event(&events[k], &now);
+		}
+	}
+	for (i = 0; i < opt.conns; i++)
+		if (conns[i].fd >= 0)
+			close(conns[i].fd);
+
+	/* --- report */
+	elapsed = (double)(t_meas1 - t_meas0) / 1e9;
+	req_s = (double)done_in_window / elapsed;
+	if (srv0 >= 0 && srv1 >= 0)
+		srv_s = (double)(srv1 - srv0) / (double)tck;
+
+#define P(q) ((double)h_quantile(&hist, (q)) / 1000.0)
+	if (opt.json) {
+		printf("{\"mode\": \"%s\", \"conns\": %lu, \"payload\": %u, \"duration_s\": %.6f, "
+		       "\"req_s\": %.1f, \"target_req_s\": %.1f, \"requests\": %" PRIu64 ", "
+		       "\"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
+		       "\"max_us\": %.1f, \"mean_us\": %.1f, \"errors\": %" PRIu64 ", "
+		       "\"unfinished\": %" PRIu64 ", ",
+		       opt.rate > 0 ? "open" : "closed", opt.conns, opt.payload, elapsed,
+		       req_s, opt.rate, hist.count, P(0.5), P(0.9), P(0.99), P(0.999),
+		       (double)hist.max / 1000.0,
+		       hist.count ? (double)(hist.sum / hist.count) / 1000.0 : 0.0,
+		       errors, unfinished);
+		if (srv_s >= 0)
+			printf("\"server_cpu_us_per_req\": %.3f, \"server_cpu_util\": %.3f, ",
+			       done_in_window ? srv_s * 1e6 / (double)done_in_window : 0.0,
+			       srv_s / elapsed);
+		else
+			printf("\"server_cpu_us_per_req\": null, \"server_cpu_util\": null, ");
+		if (rss_kb >= 0)
+			printf("\"server_rss_kb\": %ld, ", rss_kb);
+		else
+			printf("\"server_rss_kb\": null, ");
+		if (opt.rate > 0)
+			printf("\"client_lag_p50_us\": %.1f, \"client_lag_p99_us\": %.1f, ",
+			       (double)h_quantile(&lag, 0.5) / 1000.0,
+			       (double)h_quantile(&lag, 0.99) / 1000.0);
+		printf("\"client_cpu_us_per_req\": %.3f, \"client_cpu_util\": %.3f",
+		       done_in_window ? (double)(cli1 - cli0) / 1e3 / (double)done_in_window : 0.0,
+		       (double)(cli1 - cli0) / 1e9 / elapsed);
+		if (first_error[0])
+			printf(", \"first_error\": \"%s\"", first_error);
+		printf("}\n");
+	} else {
+		printf("mode=%s conns=%lu payload=%u duration_s=%.3f req_s=%.1f target_req_s=%.1f"
+		       " requests=%" PRIu64 " p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f"
+		       " max_us=%.1f mean_us=%.1f errors=%" PRIu64 " unfinished=%" PRIu64,
+		       opt.rate > 0 ? "open" : "closed", opt.conns, opt.payload, elapsed,
+		       req_s, opt.rate, hist.count, P(0.5), P(0.9), P(0.99), P(0.999),
+		       (double)hist.max / 1000.0,
+		       hist.count ? (double)(hist.sum / hist.count) / 1000.0 : 0.0,
+		       errors, unfinished);
+		if (srv_s >= 0)
+			printf(" server_cpu_us_per_req=%.3f server_cpu_util=%.3f",
+			       done_in_window ? srv_s * 1e6 / (double)done_in_window : 0.0,
+			       srv_s / elapsed);
+		if (rss_kb >= 0)
+			printf(" server_rss_kb=%ld", rss_kb);
+		if (opt.rate > 0)
+			printf(" client_lag_p50_us=%.1f client_lag_p99_us=%.1f",
+			       (double)h_quantile(&lag, 0.5) / 1000.0,
+			       (double)h_quantile(&lag, 0.99) / 1000.0);
+		printf(" client_cpu_us_per_req=%.3f client_cpu_util=%.3f",
+		       done_in_window ? (double)(cli1 - cli0) / 1e3 / (double)done_in_window : 0.0,
+		       (double)(cli1 - cli0) / 1e9 / elapsed);
+		if (first_error[0])
+			printf(" first_error=\"%s\"", first_error);
+		printf("\n");
+	}
+#undef P
+	fflush(stdout);
+	close(epfd);
+	free(events);
+	free(heap);
+	free(conns);
+	free(rbuf);
+	free(table);
+	return 0;
+}
