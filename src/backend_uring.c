@@ -38,6 +38,7 @@
 #define UR_BGID_RESV   1       /* the reserve: one buffer at a time, only for
 				* connections holding none, so clients that
 				* never read cannot pin every buffer */
+#define UR_TX_IOV      8       /* buffers one send may gather (sendmsg) */
 
 enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL };
 
@@ -62,6 +63,13 @@ static inline enum ur_op ud_op(uint64_t ud) { return (enum ur_op)(ud >> 56); }
 static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & CONN_GEN_MASK; }
 static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
 
+/* A send gathering several buffers: the kernel reads msg and iov while
+ * the send is in flight, so each connection slot has its own. */
+struct ur_tx {
+	struct msghdr msg;
+	struct iovec iov[UR_TX_IOV];
+};
+
 /* A provided-buffer ring registered as one buffer group. */
 struct ur_group {
 	struct io_uring_buf_ring *br;
@@ -79,6 +87,8 @@ struct ur {
 	bool accept_armed[LISTEN_MAX];
 	uint64_t ctl_val;               /* the eventfd read lands here */
 	struct ilist starved;           /* connections waiting for buffers */
+	struct ur_tx *tx;               /* one per connection slot, touched as used */
+	size_t tx_maplen;
 	char features[160];
 };
 
@@ -154,7 +164,7 @@ static int ur_register(struct io_uring *ring, unsigned op, const void *arg, unsi
 static int ur_restrict(struct io_uring *ring)
 {
 	static const uint8_t ops[] = {
-		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_READ,
+		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_READ,
 		IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
 	};
 	struct io_uring_restriction res[sizeof(ops) + 2];
@@ -352,15 +362,28 @@ static void ur_arm_recv_reserve(struct worker *w, struct conn *c)
 	c->bstate = (c->bstate & ~UB_CAPPED) | UB_RECV | UB_ONCE;
 }
 
+/* Send the unsent bytes: the head buffer alone with send, or up to
+ * UR_TX_IOV buffers in one sendmsg, so that a request spread over
+ * several buffers goes out in one op (and one TCP push). */
 static void ur_send(struct worker *w, struct conn *c)
 {
+	struct ur *ur = w->be;
 	struct io_uring_sqe *sqe = ur_sqe(w);
-	struct iovec iov;
+	struct ur_tx *tx = &ur->tx[c->idx];
+	int n = conn_send_iov(w, c, tx->iov, UR_TX_IOV);
+	uint32_t len = 0;
 
-	/* the head buffer; the next goes when this one completes */
-	conn_send_iov(w, c, &iov, 1);
-	io_uring_prep_send(sqe, c->fd, iov.iov_base, iov.iov_len, MSG_NOSIGNAL);
-	c->bdata = (uint32_t)iov.iov_len;
+	for (int i = 0; i < n; i++)
+		len += (uint32_t)tx->iov[i].iov_len;
+	if (n == 1) {
+		io_uring_prep_send(sqe, c->fd, tx->iov[0].iov_base, len, MSG_NOSIGNAL);
+	} else {
+		memset(&tx->msg, 0, sizeof(tx->msg));
+		tx->msg.msg_iov = tx->iov;
+		tx->msg.msg_iovlen = (size_t)n;
+		io_uring_prep_sendmsg(sqe, c->fd, &tx->msg, MSG_NOSIGNAL);
+	}
+	c->bdata = len;
 	io_uring_sqe_set_data64(sqe, ud_make(UOP_SEND, c->gen, c->idx));
 	c->bstate |= UB_SEND;
 }
@@ -659,6 +682,8 @@ static void ur_free(struct ur *ur)
 	for (int i = 0; i < 2; i++)
 		if (ur->g[i].br)
 			munmap(ur->g[i].br, ur->g[i].maplen);
+	if (ur->tx)
+		munmap(ur->tx, ur->tx_maplen);
 	free(ur);
 }
 
@@ -713,6 +738,16 @@ static int ur_init(struct worker *w)
 			 strerror(-err), errno_hint(err));
 		free(ur);
 		return err;
+	}
+	ur->tx_maplen = (size_t)w->conn_cap * sizeof(struct ur_tx);
+	ur->tx = mmap(NULL, ur->tx_maplen, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (ur->tx == MAP_FAILED) {
+		err = -errno;
+		ur->tx = NULL;
+		snprintf(w->init_error, sizeof(w->init_error), "mmap of %u send slots: %s",
+			 w->conn_cap, strerror(-err));
+		goto fail;
 	}
 	ur->resv_first = w->buffer_count - w->buf_reserve;
 	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
