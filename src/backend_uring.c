@@ -485,6 +485,17 @@ static bool ur_conn_busy(struct worker *w, struct conn *c, bool cancel)
 	return busy;
 }
 
+/* An armed or cancelled multishot accept has not posted its last CQE. */
+static bool ur_accept_busy(struct worker *w)
+{
+	struct ur *ur = w->be;
+
+	for (unsigned i = 0; i < w->n_listen; i++)
+		if (ur->accept_armed[i])
+			return true;
+	return false;
+}
+
 static void ur_update_accept(struct worker *w)
 {
 	struct ur *ur = w->be;
@@ -822,5 +833,6 @@ const struct backend_ops backend_io_uring = {
 	.update_accept = ur_update_accept,
 	.adopt_conn = ur_adopt_conn,
 	.conn_busy = ur_conn_busy,
+	.accept_busy = ur_accept_busy,
 	.fini = ur_fini,
 };

@@ -136,8 +136,9 @@ void worker_conn_touch(struct worker *w, struct conn *c)
 	}
 }
 
-static void reject(struct worker *w, int fd)
+static void reject(struct worker *w, int fd, const char *why)
 {
+	log_debug("worker %u: connection fd %d closed at once (%s)", w->id, fd, why);
 	close(fd);
 	ctr_add(&w->ctr->rejected, 1);
 }
@@ -184,23 +185,28 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 	uint32_t n;
 	int one = 1;
 
-	if (w->state != WORKER_RUNNING) {
-		reject(w, fd);
+	/* a backend that accepts asynchronously (io_uring) may still
+	 * complete an accept after its worker began a hand-over: that
+	 * connection goes along with the others, never refused */
+	if (w->state != WORKER_RUNNING && w->state != WORKER_HANDOVER) {
+		reject(w, fd, "stopping");
 		return NULL;
 	}
 	/* exact across workers: reserve a place, give it back if over */
 	n = atomic_fetch_add_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 	if (n >= atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
-		reject(w, fd);
+		reject(w, fd, "max_connections");
 		return NULL;
 	}
 	c = conn_alloc(w, fd);
 	if (!c) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
-		reject(w, fd);
+		reject(w, fd, "connection table full");
 		return NULL;
 	}
+	if (w->state == WORKER_HANDOVER)
+		c->flags |= CONN_FREEZE;
 	ctr_add(&w->ctr->accepted, 1);
 	/* echo replies must not wait for Nagle + delayed ACK */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
@@ -390,7 +396,8 @@ static bool handover_done(struct worker *w)
 		    (c->pending && !late))
 			idle = false;      /* (a failed one is being closed) */
 	}
-	if (!idle)
+	/* an accept still in flight could complete after the export */
+	if (!idle || (w->ops->accept_busy && w->ops->accept_busy(w)))
 		return false;
 	free(w->exports);
 	w->exports = w->nconns ? calloc(w->nconns, sizeof(*w->exports)) : NULL;
