@@ -594,6 +594,10 @@ static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 		return;
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		ur->accept_armed[i] = false;
+	if (res >= 0 && w->state == WORKER_RUNNING && worker_fd_reserved(w, res)) {
+		close(res);
+		res = -EMFILE;
+	}
 	if (res >= 0) {
 		struct conn *c = worker_conn_new(w, res);
 

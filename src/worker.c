@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "log.h"
 
 #define ACCEPT_PAUSE_MS   50     /* after EMFILE & co: retry this soon */
+#define FD_RESERVE        16     /* last fds below the limit: never a client's */
 #define DRAIN_GRACE_MS    2000   /* after the deadline: force the exit */
 #define TICK_MAX_MS       1000
 
@@ -281,6 +284,27 @@ bool worker_accept_error(struct worker *w, int err)
 	ctr_add(&w->ctr->accept_errors[kind], 1);
 	w->accept_resume_ms = w->now_ms + ACCEPT_PAUSE_MS;
 	return true;
+}
+
+bool worker_fd_reserved(struct worker *w, int fd)
+{
+	return fd >= w->fd_ceiling;
+}
+
+/* Clients may use the fds below the limit but the last FD_RESERVE (a
+ * quarter of a small limit): out of fds, /metrics still answers (an
+ * accept, /proc/self files) and a reload can still start its parser. */
+static void fd_ceiling_init(struct worker *w)
+{
+	struct rlimit rl;
+
+	w->fd_ceiling = INT_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)INT_MAX) {
+		int lim = (int)rl.rlim_cur;
+
+		w->fd_ceiling = lim - (lim / 4 < FD_RESERVE ? lim / 4 : FD_RESERVE);
+	}
 }
 
 bool worker_accept_allowed(struct worker *w)
@@ -680,6 +704,7 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->state = WORKER_RUNNING;
 	w->accept_resume_ms = 0;
+	fd_ceiling_init(w);
 	worker_apply_params(w, &w->params);
 	worker_clock(w);
 	err = worker_pin(w);
