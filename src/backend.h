@@ -19,10 +19,11 @@
  *              backend's own I/O (drain, new limits, a timeout failed it):
  *              act on it now (e.g. close a failed connection).
  *     update_accept(w): arm or disarm accepting per worker_accept_allowed().
- *     adopt_conn(w, c), conn_busy(w, c, cancel): connections handed from
- *              one worker to another (a reload that changes the backend,
- *              the buffers or the cores; a restart through systemd's fd
- *              store) leave one backend idle and join the other.
+ *     adopt_conn(w, c), conn_busy(w, c, cancel), accept_busy(w):
+ *              connections handed from one worker to another (a reload
+ *              that changes the backend, the buffers or the cores; a
+ *              restart through systemd's fd store) leave one backend idle
+ *              and join the other.
  *     fini(w): close every connection still open, free the event set.
  */
 #ifndef ECHOD_BACKEND_H
@@ -48,6 +49,10 @@ struct backend_ops {
 	/* Hand-over: whether an op on c is in flight; with cancel, cancel
 	 * every one (their completions still arrive). */
 	bool (*conn_busy)(struct worker *w, struct conn *c, bool cancel);
+	/* Hand-over: whether an accept may still complete (NULL: never, the
+	 * backend accepts synchronously).  A connection it accepts then is
+	 * handed over with the others. */
+	bool (*accept_busy)(struct worker *w);
 	void (*fini)(struct worker *w);
 };
 

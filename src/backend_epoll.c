@@ -309,6 +309,12 @@ static void ep_accept(struct worker *w, int lfd)
 				ep_listeners(w, false);
 			continue;
 		}
+		if (worker_fd_reserved(w, fd)) {
+			close(fd);
+			if (worker_accept_error(w, -EMFILE))
+				ep_listeners(w, false);
+			continue;
+		}
 		c = worker_conn_new(w, fd);
 		if (!c)
 			continue;

@@ -508,6 +508,17 @@ static bool ur_conn_busy(struct worker *w, struct conn *c, bool cancel)
 	return busy;
 }
 
+/* An armed or cancelled multishot accept has not posted its last CQE. */
+static bool ur_accept_busy(struct worker *w)
+{
+	struct ur *ur = w->be;
+
+	for (unsigned i = 0; i < w->n_listen; i++)
+		if (ur->accept_armed[i])
+			return true;
+	return false;
+}
+
 static void ur_update_accept(struct worker *w)
 {
 	struct ur *ur = w->be;
@@ -606,6 +617,10 @@ static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 		return;
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		ur->accept_armed[i] = false;
+	if (res >= 0 && w->state == WORKER_RUNNING && worker_fd_reserved(w, res)) {
+		close(res);
+		res = -EMFILE;
+	}
 	if (res >= 0) {
 		struct conn *c = worker_conn_new(w, res);
 
@@ -857,5 +872,6 @@ const struct backend_ops backend_io_uring = {
 	.update_accept = ur_update_accept,
 	.adopt_conn = ur_adopt_conn,
 	.conn_busy = ur_conn_busy,
+	.accept_busy = ur_accept_busy,
 	.fini = ur_fini,
 };

@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "log.h"
 
 #define ACCEPT_PAUSE_MS   50     /* after EMFILE & co: retry this soon */
+#define FD_RESERVE        16     /* last fds below the limit: never a client's */
 #define DRAIN_GRACE_MS    2000   /* after the deadline: force the exit */
 #define TICK_MAX_MS       1000
 
@@ -136,8 +139,9 @@ void worker_conn_touch(struct worker *w, struct conn *c)
 	}
 }
 
-static void reject(struct worker *w, int fd)
+static void reject(struct worker *w, int fd, const char *why)
 {
+	log_debug("worker %u: connection fd %d closed at once (%s)", w->id, fd, why);
 	close(fd);
 	ctr_add(&w->ctr->rejected, 1);
 }
@@ -184,23 +188,28 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 	uint32_t n;
 	int one = 1;
 
-	if (w->state != WORKER_RUNNING) {
-		reject(w, fd);
+	/* a backend that accepts asynchronously (io_uring) may still
+	 * complete an accept after its worker began a hand-over: that
+	 * connection goes along with the others, never refused */
+	if (w->state != WORKER_RUNNING && w->state != WORKER_HANDOVER) {
+		reject(w, fd, "stopping");
 		return NULL;
 	}
 	/* exact across workers: reserve a place, give it back if over */
 	n = atomic_fetch_add_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 	if (n >= atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
-		reject(w, fd);
+		reject(w, fd, "max_connections");
 		return NULL;
 	}
 	c = conn_alloc(w, fd);
 	if (!c) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
-		reject(w, fd);
+		reject(w, fd, "connection table full");
 		return NULL;
 	}
+	if (w->state == WORKER_HANDOVER)
+		c->flags |= CONN_FREEZE;
 	ctr_add(&w->ctr->accepted, 1);
 	/* echo replies must not wait for Nagle + delayed ACK */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
@@ -275,6 +284,27 @@ bool worker_accept_error(struct worker *w, int err)
 	ctr_add(&w->ctr->accept_errors[kind], 1);
 	w->accept_resume_ms = w->now_ms + ACCEPT_PAUSE_MS;
 	return true;
+}
+
+bool worker_fd_reserved(struct worker *w, int fd)
+{
+	return fd >= w->fd_ceiling;
+}
+
+/* Clients may use the fds below the limit but the last FD_RESERVE (a
+ * quarter of a small limit): out of fds, /metrics still answers (an
+ * accept, /proc/self files) and a reload can still start its parser. */
+static void fd_ceiling_init(struct worker *w)
+{
+	struct rlimit rl;
+
+	w->fd_ceiling = INT_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)INT_MAX) {
+		int lim = (int)rl.rlim_cur;
+
+		w->fd_ceiling = lim - (lim / 4 < FD_RESERVE ? lim / 4 : FD_RESERVE);
+	}
 }
 
 bool worker_accept_allowed(struct worker *w)
@@ -390,7 +420,8 @@ static bool handover_done(struct worker *w)
 		    (c->pending && !late))
 			idle = false;      /* (a failed one is being closed) */
 	}
-	if (!idle)
+	/* an accept still in flight could complete after the export */
+	if (!idle || (w->ops->accept_busy && w->ops->accept_busy(w)))
 		return false;
 	free(w->exports);
 	w->exports = w->nconns ? calloc(w->nconns, sizeof(*w->exports)) : NULL;
@@ -673,6 +704,7 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->state = WORKER_RUNNING;
 	w->accept_resume_ms = 0;
+	fd_ceiling_init(w);
 	worker_apply_params(w, &w->params);
 	worker_clock(w);
 	err = worker_pin(w);

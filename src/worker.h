@@ -103,6 +103,7 @@ struct worker {
 	uint32_t buf_reserve;               /* free buffers kept for connections holding none */
 	uint64_t now_ms;                    /* monotonic, updated by worker_clock */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
+	int fd_ceiling;                     /* a client fd at or above this is refused */
 	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */
 	bool quiesce_sent;                  /* hand-over: in-flight ops cancelled */
 	unsigned handover_flush_ms;
@@ -176,6 +177,10 @@ void worker_conn_touch(struct worker *w, struct conn *c);
  * resource shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM).  Returns true if
  * accepting must pause (the backend disarms until worker_accept_allowed). */
 bool worker_accept_error(struct worker *w, int err);
+/* Whether an accepted fd takes one of the last descriptors below
+ * RLIMIT_NOFILE, kept for the metrics endpoint and reloads: the caller
+ * closes it and handles it as accept4's EMFILE. */
+bool worker_fd_reserved(struct worker *w, int fd);
 /* Whether accepting is allowed now (not paused, not draining). */
 bool worker_accept_allowed(struct worker *w);
 

@@ -136,6 +136,13 @@ class Tap:
             print(f"# {line}")
         sys.stdout.flush()
 
+    def figure(self, name, value):
+        """A measured figure, as a TAP diagnostic "# name: value" (floats
+        with 3 decimals), printed whether or not a test point uses it."""
+        if isinstance(value, float):
+            value = f"{value:.3f}"
+        self.diag(f"{name}: {value}")
+
     def ok(self, cond, name, diag=None):
         self.n += 1
         cond = bool(cond)

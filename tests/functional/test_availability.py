@@ -30,6 +30,7 @@ for err, text in STRERROR.items():
         tap.ok(len(lines) == 1 and f"io_uring_queue_init: {text}" in lines[0]
                and lines[0].startswith("<4>backend auto: using epoll"),
                f"auto, {err}: one warning line says why", diag="\n".join(lines) or d.log_tail())
+        tap.figure(f"auto, {err}: fallback", lines[0][3:] if lines else "(no line)")
         res = client(d.port, "-c", 10, "-n", "1M", "-s", 61)
         client_ok(tap, f"auto, {err}: serves byte-exact on epoll", res, d, total=10 * MiB)
 

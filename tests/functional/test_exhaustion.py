@@ -60,6 +60,8 @@ for be in backends():
         tap.ok(d.stop() == 0, f"[{be}] clean exit", diag=d.log_tail())
         t = totals(d)
         tap.diag(f"[{be}] totals: {t}")
+        tap.figure(f"[{be}] buffer exhaustion events", t.get("buffer exhaustion"))
+        tap.figure(f"[{be}] daemon CPU s/s with every client blocked", cpu)
         expect = 100 * 64 * KiB + 100 * MiB + 300 + 4 * 32 * MiB
         tap.ok(t.get("bytes received") == expect and t.get("bytes sent") == expect,
                f"[{be}] byte counters equal what the clients sent ({expect})", diag=str(t))

@@ -19,6 +19,8 @@ for be in backends():
             res = client(d.port, "--half-close", "-c", CONNS, "-n", size, "-s", 20 + i)
             client_ok(tap, f"[{be}] half-close, {CONNS} connections x {fmt_size(size)}: "
                       "all bytes then EOF", res, d, total=CONNS * size)
+            tap.figure(f"[{be}] half-close {CONNS} x {fmt_size(size)} elapsed ms",
+                       res.info.get("elapsed_ms"))
             if size == 0:
                 el = res.info.get("elapsed_ms", 10 ** 9)
                 tap.ok(res.ok and el < 1000,

@@ -39,6 +39,8 @@ for be in backends():
         tap.diag(f"[{be}] RSS baseline {rss0} kB, during the stall {rss2} kB "
                  f"(+{grow} kB)")
         tap.diag(f"[{be}] daemon CPU from 1 s to 2 s into the stall: {cpu:.3f} s")
+        tap.figure(f"[{be}] RSS delta kB while the client does not read", grow)
+        tap.figure(f"[{be}] daemon CPU s/s while blocked", cpu)
         tap.ok(stalled_running, f"[{be}] client still stalled at the 2 s sample",
                diag=res.diag())
         tap.ok(grow < 8 * 1024,

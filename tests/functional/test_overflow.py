@@ -22,6 +22,7 @@ else:
         m = re.search(r"totals: .*bytes received (\d+), bytes sent (\d+), .*cq overflow (\d+)",
                       d.log())
         tap.diag(f"[io_uring] {m.group(0) if m else d.log_tail()}")
+        tap.figure("[io_uring] cq overflow events", m.group(3) if m else "?")
         tap.ok(m and int(m.group(1)) == int(m.group(2)) == 300 * 256 * KiB,
                "[io_uring] byte counters exact", diag=d.log_tail())
         tap.ok(m and int(m.group(3)) > 0, f"[io_uring] CQ overflow counted "
