@@ -18,6 +18,8 @@ struct http {
 };
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
 	char line[512];
 	size_t n;
@@ -47,6 +49,23 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
 	return ret;
 }
 
+enum http_route http_route(const char *method, const char *url, const char **body,
+			   const char **allow)
+{
+	*allow = NULL;
+	if (!url || strcmp(url, "/metrics") != 0) {
+		*body = "Not found: try /metrics\n";
+		return HTTP_ROUTE_NOT_FOUND;
+	}
+	if (!method || (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))) {
+		*body = "Method not allowed\n";
+		*allow = "GET, HEAD";
+		return HTTP_ROUTE_NOT_ALLOWED;
+	}
+	*body = NULL;
+	return HTTP_ROUTE_METRICS;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
 			       const char *method, const char *version, const char *upload,
 			       size_t *upload_len, void **state)
@@ -55,6 +74,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 	struct MHD_Response *r;
 	struct mbuf b = { 0 };
 	enum MHD_Result ret;
+	const char *body, *allow;
 	static int first;
 
 	(void)version;
@@ -68,10 +88,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 		*upload_len = 0;
 		return MHD_YES;
 	}
-	if (strcmp(url, "/metrics") != 0)
-		return reply(conn, MHD_HTTP_NOT_FOUND, "Not found: try /metrics\n", NULL);
-	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
-		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed\n", "GET, HEAD");
+	switch (http_route(method, url, &body, &allow)) {
+	case HTTP_ROUTE_METRICS:
+		break;
+	case HTTP_ROUTE_NOT_FOUND:
+		return reply(conn, MHD_HTTP_NOT_FOUND, body, NULL);
+	default:
+		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, body, allow);
+	}
 	if (metrics_render(h->m, NULL, &b) < 0) {
 		mbuf_free(&b);
 		return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory\n", NULL);

@@ -17,6 +17,18 @@
 
 struct http;
 
+/* Which answer a request gets: GET or HEAD /metrics the metrics (*body
+ * NULL), any other path 404, any other method 405 (*allow: "GET, HEAD");
+ * *body is the text of a 404 or 405.  The url is the path alone (the
+ * query string is not part of it). */
+enum http_route {
+	HTTP_ROUTE_METRICS = 200,
+	HTTP_ROUTE_NOT_FOUND = 404,
+	HTTP_ROUTE_NOT_ALLOWED = 405,
+};
+enum http_route http_route(const char *method, const char *url, const char **body,
+			   const char **allow);
+
 /* Serve /metrics on listening socket fd.  0 or -errno (logged). */
 int http_start(struct http **out, int fd, struct metrics_state *m);
 /* Stop serving; fd stays open.  NULL is a no-op. */

@@ -27,6 +27,8 @@ void log_set_prefix(int on)
 }
 
 static void log_vwrite(int prio, int err, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+static void log_vwrite(int prio, int err, const char *fmt, va_list ap)
 {
 	char line[1024];
 	size_t len = 0;

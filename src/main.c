@@ -1,36 +1,15 @@
 /* main.c - echod: command line, then control_run(). */
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cmdline.h"
 #include "config.h"
 #include "control.h"
 #include "log.h"
-
-#ifndef ECHOD_CONFIG_PATH
-#define ECHOD_CONFIG_PATH "/etc/echod.conf"
-#endif
-
-static const char usage_text[] =
-	"Usage: echod [OPTION]...\n"
-	"TCP echo daemon (RFC 862): io_uring or epoll, systemd socket activation,\n"
-	"live reload on SIGHUP. Runs in the foreground; logs to stderr.\n"
-	"\n"
-	"  -c, --config FILE     configuration file (default " ECHOD_CONFIG_PATH ")\n"
-	"  -t, --check-config    check the configuration, print 'configuration OK'\n"
-	"                        or every error as FILE:LINE: message, and exit\n"
-	"      --fd-store        on SIGTERM, hand established connections to systemd's\n"
-	"                        file descriptor store (FileDescriptorStoreMax=), so\n"
-	"                        that 'systemctl restart' keeps them\n"
-	"  -h, --help            show this help and exit\n"
-	"  -V, --version         show the version and exit\n"
-	"\n"
-	"Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT stop accepting,\n"
-	"echo what was received, and exit.\n";
 
 static void print_errors(const struct config_errors *errs)
 {
@@ -44,47 +23,19 @@ static void print_errors(const struct config_errors *errs)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check-config", no_argument, NULL, 't' },
-		{ "fd-store", no_argument, NULL, 'F' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *path = ECHOD_CONFIG_PATH;
+	struct cmdline cl;
 	struct echod_config *cfg;
 	struct config_errors *errs;
-	bool check = false, fd_store = false;
-	int opt, err, status;
+	const char *path;
+	bool check, fd_store;
+	int err, status;
 
-	while ((opt = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			path = optarg;
-			break;
-		case 't':
-			check = true;
-			break;
-		case 'F':
-			fd_store = true;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		case 'V':
-			printf("echod %s\n", PACKAGE_VERSION);
-			return 0;
-		default:
-			fputs("Try 'echod --help' for more information.\n", stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "echod: unexpected argument '%s'\n"
-			"Try 'echod --help' for more information.\n", argv[optind]);
-		return 2;
-	}
+	status = cmdline_parse(argc, argv, &cl, stdout, stderr, true);
+	if (status != CMDLINE_RUN)
+		return status;
+	path = cl.config_path;
+	check = cl.check;
+	fd_store = cl.fd_store;
 	/* the journal reads "<N>" priority prefixes; a terminal does not */
 	log_set_prefix(check ? 0 : !isatty(STDERR_FILENO));
 

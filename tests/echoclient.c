@@ -104,6 +104,9 @@ static int epfd;
 static struct sockaddr_storage dst;
 static socklen_t dstlen;
 static uint8_t *wbuf, *rbuf, *ebuf;
+/* file scope, as the buffers: fail() exit()s from anywhere, and
+ * LeakSanitizer must still see them reachable */
+static struct epoll_event *events;
 static uint32_t *readyq;             /* ring of conn indices */
 static size_t rq_head, rq_len;
 static unsigned long n_started, n_finished;
@@ -884,7 +887,6 @@ static void end_stall(void)
 
 int main(int argc, char **argv)
 {
-	struct epoll_event *events;
 	uint64_t now, t_done, sent = 0, received = 0;
 	unsigned long i;
 

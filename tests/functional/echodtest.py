@@ -52,6 +52,30 @@ SYSTEMD_SOCKET_ACTIVATE = os.environ.get("SYSTEMD_SOCKET_ACTIVATE",
 KiB = 1024
 MiB = 1024 * 1024
 
+# Under `./configure --enable-sanitizers` (make check sets ECHOD_SANITIZERS=1
+# and ASAN_OPTIONS/UBSAN_OPTIONS with halt_on_error): every process started
+# from here writes its sanitizer reports under SAN_DIR, and Tap.done() fails
+# the script if there is any.
+SANITIZERS = os.environ.get("ECHOD_SANITIZERS") == "1"
+SAN_DIR = None
+if SANITIZERS:
+    SAN_DIR = tempfile.mkdtemp(prefix="echodtest.san.")
+    for _var, _name in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
+        _opts = os.environ.get(_var, "")
+        os.environ[_var] = (_opts + ":" if _opts else "") + \
+            f"log_path={os.path.join(SAN_DIR, _name)}"
+
+
+def sanitizer_reports():
+    """[(file name, text)] of the sanitizer reports written so far."""
+    if not SAN_DIR or not os.path.isdir(SAN_DIR):
+        return []
+    out = []
+    for name in sorted(os.listdir(SAN_DIR)):
+        with open(os.path.join(SAN_DIR, name), errors="replace") as f:
+            out.append((name, f.read()))
+    return out
+
 # ---------------------------------------------------------------- processes
 
 _children = {}          # pid -> Popen, killed by PID on exit
@@ -124,8 +148,21 @@ class Tap:
     def _on_term(self, signum, frame):
         self.bail("terminated")
 
+    def _check_sanitizers(self):
+        if not SANITIZERS:
+            return
+        reports = sanitizer_reports()
+        self.ok(not reports, f"no sanitizer report from any process of this script "
+                f"({len(reports)} found)",
+                diag="\n".join(f"--- {n}\n{t[:6000]}" for n, t in reports[:5]))
+        shutil.rmtree(SAN_DIR, ignore_errors=True)
+
     def bail(self, reason):
         kill_children()
+        for n, t in sanitizer_reports()[:5]:
+            self.diag(f"sanitizer report {n}:\n{t[:6000]}")
+        if SAN_DIR:
+            shutil.rmtree(SAN_DIR, ignore_errors=True)
         print(f"Bail out! {reason}", flush=True)
         os._exit(1)
 
@@ -161,6 +198,7 @@ class Tap:
     def done(self):
         signal.alarm(0)
         kill_children()
+        self._check_sanitizers()
         print(f"1..{self.n}", flush=True)
         sys.exit(1 if self.failed else 0)
 
