@@ -62,8 +62,15 @@ with tap.guard("live"), Daemon(first, metrics={"enabled": True, "address": "127.
               total=4 * 8 * MiB)
     tap.diag(f"stalled clients had sent {r2.info.get('stalled_sent')} bytes before reading")
     tap.ok(d.pid == pid and d.running(), "the same process throughout")
-    s = scrape(mport)
     total = (8 * 192 + 2 * 24 + 4 * 8) * MiB
+    # a client can have its last bytes before the worker has reaped the
+    # send's completion (and counted it): give the counters a moment
+    deadline = time.monotonic() + 5
+    while True:
+        s = scrape(mport)
+        if value(s, "echod_sent_bytes_total") >= total or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     tap.ok(value(s, "echod_received_bytes_total") == total and
            value(s, "echod_sent_bytes_total") == total and
            value(s, "echod_connections_accepted_total") == 14,
