@@ -2,7 +2,8 @@
 """The documentation says what the code does: both man pages render with
 no groff warning; every metric family the daemon serves (on each
 backend) is listed in echod(8) and in README.md; every setting of the
-bundled configuration is described in echod.conf(5) and README.md."""
+bundled configuration is described in echod.conf(5) and README.md; every
+test program (unit, fuzz, functional, system) is listed in tests/README."""
 import os
 import re
 import subprocess
@@ -55,4 +56,16 @@ for s in settings:
     in_readme = re.search(rf"`(metrics\.)?{s}`", readme) is not None
     tap.ok(in_man and in_readme, f"setting {s} is described in echod.conf(5) and README.md",
            diag=f"man: {in_man} readme: {in_readme}")
+
+# every test is listed in tests/README with what it proves
+tdir = os.path.join(ECHOD_SRCDIR, "tests")
+with open(os.path.join(tdir, "README")) as f:
+    treadme = f.read()
+tests = []
+for sub, pat in (("unit", r"^test_\w+\.c$"), ("fuzz", r"^fuzz_\w+\.c$"),
+                 ("functional", r"^test_\w+\.py$"), ("system", r"^test_\w+\.py$")):
+    tests += [n for n in sorted(os.listdir(os.path.join(tdir, sub))) if re.match(pat, n)]
+unlisted = [n for n in tests if not re.search(rf"^{re.escape(n)}\s", treadme, re.M)]
+tap.ok(len(tests) > 30 and not unlisted,
+       f"all {len(tests)} tests are listed in tests/README", diag=", ".join(unlisted))
 tap.done()
