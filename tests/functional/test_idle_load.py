@@ -98,8 +98,8 @@ for be in backends():
         client_ok(tap, f"[{be}] {N_ACTIVE // 2} pingpong connections x 1 MiB byte-exact "
                   f"beside the idle ones", rp, d, total=N_ACTIVE // 2 * MiB)
         tap.diag(f"[{be}] active_phase_s: {took:.2f}")
-        tap.diag(f"[{be}] active_MiB_per_s: "
-                 f"{(rs.info.get('bytes_sent', 0) + rp.info.get('bytes_sent', 0)) / MiB / took:.0f}")
+        moved = rs.info.get("bytes_sent", 0) + rp.info.get("bytes_sent", 0)
+        tap.diag(f"[{be}] active_MiB_per_s: {moved / MiB / took:.0f}")
         tap.diag(f"[{be}] pingpong_rtt_p99_us: {rp.info.get('rtt_p99_us')}")
         tap.diag(f"[{be}] pingpong_rtt_max_us: {rp.info.get('rtt_max_us')}")
         tap.diag(f"[{be}] rss_with_idle_and_active_kb: {rss2}")
