@@ -120,6 +120,7 @@ with tap.guard("negative"), BrokenEchoServer("flip", at=100) as srv:
 for be in backends():
     with tap.guard(be), MetricsDaemon(be) as d:
         client(d.port, "-n", "64k")                         # warm up
+        wait_quiet(d, d.port)                               # echod closed it too
         fd0 = d.fd_count()
         acc0 = d.metric("echod_connections_accepted_total")
         for name, data in CASES:
