@@ -23,12 +23,12 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
+#include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -347,8 +347,9 @@ static void usage(FILE *f)
 "                         with an RST (SO_LINGER 0)\n"
 "      --expect-close     expect the server to close each connection (EOF or\n"
 "                         RST) without echoing anything\n"
-"      --hold MS          after success keep the connections open MS ms;\n"
-"                         prints hold_closed=N (closed by the peer meanwhile)\n"
+"      --hold MS          after success keep the connections open MS ms (less\n"
+"                         if the peer closes them all); prints holding=N\n"
+"                         first, then hold_closed=N (closed by the peer)\n"
 "      --connect-rate N   at most N connects per millisecond\n"
 "      --bind ADDR        source address of every connection; FIRST-LAST (IPv4)\n"
 "                         spreads them round-robin over a range (more ports)\n"
@@ -1231,7 +1232,7 @@ int main(int argc, char **argv)
 
 	if (opt.hold_ms > 0) {
 		uint64_t t_hold_end = t_done + (uint64_t)opt.hold_ms;
-		unsigned long held = 0;
+		unsigned long held = 0, closed_before = hold_closed;
 
 		for (i = 0; i < opt.conns; i++)
 			held += conns[i].state == C_DONE;
@@ -1241,7 +1242,7 @@ int main(int argc, char **argv)
 			int n, k;
 
 			now = now_ms();
-			if (now >= t_hold_end || hold_stop)
+			if (now >= t_hold_end || hold_stop || hold_closed - closed_before == held)
 				break;
 			/* SIGUSR1 is blocked but here: it cannot slip in unseen */
 			n = epoll_pwait(epfd, events, MAX_EVENTS, wait_timeout(now, t_hold_end),
