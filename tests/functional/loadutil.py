@@ -114,6 +114,17 @@ def wait_quiet(daemon, port, timeout=10):
     return last[0], last[1]
 
 
+def fd_baseline(daemon, seconds=0.5):
+    """echod's fd count at rest: the least seen over seconds (a scrape's
+    own connection to the metrics endpoint closes a moment later)."""
+    low = daemon.fd_count()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        low = min(low, daemon.fd_count())
+    return low
+
+
 class BrokenEchoServer:
     """An echo server on 127.0.0.1 that misbehaves on purpose, to show a
     check can fail.  mode: "flip" (byte number at is XORed with 0x01),

@@ -17,7 +17,8 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import MiB, Tap, backends, client, client_ok, wait_fds  # noqa: E402
-from loadutil import BrokenEchoServer, MetricsDaemon, tcp_states, wait_quiet  # noqa: E402
+from loadutil import (BrokenEchoServer, MetricsDaemon, fd_baseline, tcp_states,  # noqa: E402
+                      wait_quiet)
 
 
 def tls_client_hello(sni=b"echod.invalid"):
@@ -121,7 +122,7 @@ for be in backends():
     with tap.guard(be), MetricsDaemon(be) as d:
         client(d.port, "-n", "64k")                         # warm up
         wait_quiet(d, d.port)                               # echod closed it too
-        fd0 = d.fd_count()
+        fd0 = fd_baseline(d)
         acc0 = d.metric("echod_connections_accepted_total")
         for name, data in CASES:
             ok, _, why = echo_exact(d.port, data)

@@ -21,7 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import KiB, Tap, backends, client, client_ok, wait_fds  # noqa: E402
-from loadutil import MetricsDaemon, env_int, tcp_states, wait_quiet  # noqa: E402
+from loadutil import (MetricsDaemon, env_int, fd_baseline, tcp_states,  # noqa: E402
+                      wait_quiet)
 
 CYCLES = env_int("ECHOD_CYCLES", 20000)
 CONC = 32
@@ -46,7 +47,7 @@ for be in backends():
         wait_quiet(d, d.port)
         d.metric("echod_connections_current")       # the scrape's own allocations
         acc0 = d.metric("echod_connections_accepted_total")
-        fd0 = d.fd_count()
+        fd0 = fd_baseline(d)
         time.sleep(0.2)
         rss0 = d.rss_kb()
 

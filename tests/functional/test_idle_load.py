@@ -25,8 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import (MiB, Tap, backends, client, client_bg,  # noqa: E402
                        client_ok, client_wait, poll_until, wait_fds)
-from loadutil import (MetricsDaemon, client_wait_after, env_int, read_line,  # noqa: E402
-                      wait_quiet)
+from loadutil import (MetricsDaemon, client_wait_after, env_int, fd_baseline,  # noqa: E402
+                      read_line, wait_quiet)
 
 N_IDLE = env_int("ECHOD_IDLE_CONNS", 10000)
 N_ACTIVE = 100
@@ -65,7 +65,7 @@ for be in backends():
         client_ok(tap, f"[{be}] warm-up: {N_ACTIVE} pingpong connections, byte-exact", res, d)
         wait_quiet(d, d.port)
         acc0 = d.metric("echod_connections_accepted_total")
-        fd0 = d.fd_count()
+        fd0 = fd_baseline(d)
         rss0 = settle_rss(d)
 
         idle = client_bg(d.port, "-c", N_IDLE, "-n", 16, "--hold", 110000, "--bind", BIND,

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import Tap, backends, client_bg, client_ok, client_wait, wait_fds  # noqa: E402
-from loadutil import MetricsDaemon, env_float, wait_quiet  # noqa: E402
+from loadutil import MetricsDaemon, env_float, fd_baseline, wait_quiet  # noqa: E402
 
 SECONDS = env_float("ECHOD_SOAK_SECONDS", 20)
 PROBE_MAX_MS = 200
@@ -31,7 +31,7 @@ BIND = "127.0.0.1-127.0.0.16"
 tap = Tap(timeout=(SECONDS + 60) * len(backends()) + 30)
 for be in backends():
     with tap.guard(be), MetricsDaemon(be) as d:
-        fd0 = d.fd_count()
+        fd0 = fd_baseline(d)
         rss0 = d.rss_kb()
         t = SECONDS + 60
         s = f"{SECONDS:g}"
