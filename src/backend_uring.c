@@ -47,7 +47,7 @@ enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL }
 #define UB_SEND        (1u << 1)   /* a send in flight */
 #define UB_RECV_CANCEL (1u << 2)   /* cancel of the recv issued */
 #define UB_CLOSING     (1u << 3)   /* close once no op is left */
-#define UB_CANCEL_ALL  (1u << 4)   /* cancel of every op on the fd issued */
+#define UB_CANCEL_ALL  (1u << 4)   /* cancel of every op in flight issued */
 #define UB_STARVED     (1u << 5)   /* waiting for buffers (ENOBUFS) */
 #define UB_ONCE        (1u << 6)   /* the recv is a single-shot from the reserve */
 #define UB_CAPPED      (1u << 7)   /* the multishot recv carries a byte limit */
@@ -300,11 +300,12 @@ static void ur_arm_accept(struct worker *w, unsigned i)
 	ur->accept_armed[i] = true;
 }
 
-static void ur_cancel_ud(struct worker *w, uint64_t ud)
+/* Cancel the op(s) with user_data ud; flags: 0 or IORING_ASYNC_CANCEL_ALL. */
+static void ur_cancel_ud(struct worker *w, uint64_t ud, int flags)
 {
 	struct io_uring_sqe *sqe = ur_sqe(w);
 
-	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_prep_cancel64(sqe, ud, flags);
 	io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
 }
 
@@ -411,18 +412,19 @@ static void ur_finish_close(struct worker *w, struct conn *c)
 	worker_conn_free(w, c);
 }
 
-/* Cancel every op in flight on c's fd (once); their completions follow. */
+/* Cancel every op in flight on c (once); their completions follow.
+ * By user_data, not by fd: the kernel looks a user_data up in its cancel
+ * hash, but IORING_ASYNC_CANCEL_FD scans every armed request of the ring,
+ * so closing N connections at once (an idle timeout, a drain) cost N x N
+ * inside one io_uring_enter: seconds of stalled loop at 10,000. */
 static void ur_cancel_all(struct worker *w, struct conn *c)
 {
-	struct io_uring_sqe *sqe;
-
 	if (c->bstate & UB_CANCEL_ALL)
 		return;
-	sqe = ur_sqe(w);
-	io_uring_prep_cancel64(sqe, 0, 0);
-	sqe->fd = c->fd;
-	sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-	io_uring_sqe_set_data64(sqe, ud_make(UOP_CANCEL, 0, 0));
+	if (c->bstate & UB_RECV)
+		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx), IORING_ASYNC_CANCEL_ALL);
+	if (c->bstate & UB_SEND)
+		ur_cancel_ud(w, ud_make(UOP_SEND, c->gen, c->idx), IORING_ASYNC_CANCEL_ALL);
 	c->bstate |= UB_CANCEL_ALL;
 }
 
@@ -480,7 +482,7 @@ static void ur_process(struct worker *w, struct conn *c)
 		}
 	} else if ((c->bstate & UB_RECV) && !(c->bstate & UB_RECV_CANCEL)) {
 		/* backpressure (or drain): stop the multishot recv */
-		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx));
+		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx), 0);
 		c->bstate |= UB_RECV_CANCEL;
 	} else {
 		ur_unstarve(w, c);
@@ -528,7 +530,7 @@ static void ur_update_accept(struct worker *w)
 		if (want && !ur->accept_armed[i])
 			ur_arm_accept(w, i);
 		else if (!want && ur->accept_armed[i])
-			ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, i));
+			ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, i), 0);
 	}
 	w->accepting = want;
 }
@@ -630,10 +632,10 @@ static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 		if (worker_accept_error(w, res)) {
 			w->accepting = false;
 			if (ur->accept_armed[i])
-				ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, i));
+				ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, i), 0);
 			for (unsigned j = 0; j < w->n_listen; j++)
 				if (j != i && ur->accept_armed[j])
-					ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, j));
+					ur_cancel_ud(w, ud_make(UOP_ACCEPT, 0, j), 0);
 			return;
 		}
 		if (res != -EAGAIN)

@@ -9,13 +9,21 @@
  *
  * Output: "ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z" and exit
  * 0; "FAIL ..." and exit 1; usage errors exit 2.  With --no-read-ms a line
- * "stalled_sent=X" comes first, with --hold a line "hold_closed=N" (the
- * connections the peer closed during the hold).  elapsed_ms does not
- * include the hold.
+ * "stalled_sent=X" comes first, with --hold a line "holding=N" when the
+ * hold starts and "hold_closed=N" (the connections the peer closed during
+ * the hold) when it ends; in pingpong mode a line "rtt_count=N
+ * rtt_p50_us=A rtt_p99_us=B rtt_max_us=C" (round trip of each chunk).
+ * elapsed_ms does not include the hold.
+ *
+ * Load options: --bind spreads the connections over source addresses,
+ * --concurrency caps how many are open at once (the others wait their
+ * turn), --duration keeps every connection slot busy with new connections
+ * until the time is up, --interval paces pingpong chunks.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
+#include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
 #include <getopt.h>
@@ -23,6 +31,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -41,6 +50,8 @@
 #define STEP_BUDGET    (1024 * 1024)     /* bytes moved per turn, for fairness */
 #define MAX_EVENTS     1024
 #define GOLDEN         UINT64_C(0x9e3779b97f4a7c15)
+#define BIND_MAX       65536             /* source addresses in a --bind range */
+#define RTT_MAX        (4u << 20)        /* round trips recorded */
 
 enum mode { MODE_STREAM, MODE_PINGPONG };
 
@@ -59,13 +70,18 @@ struct conn {
 	bool w_ready;
 	bool wr_shut;
 	bool in_ready;     /* queued on the ready list */
+	bool pacing;       /* pingpong --interval: waiting before the next chunk */
 	uint32_t idx;
+	uint32_t gen;      /* bumped when the slot takes a new connection */
+	uint64_t serial;   /* connection number: payload key, source address */
 	uint64_t key;      /* payload generator key */
 	uint64_t total;    /* bytes to send */
 	uint64_t limit;    /* bytes to send before stopping (--rst-after) */
 	uint64_t sent;
 	uint64_t received;
 	uint64_t chunk_end;  /* pingpong: end of the chunk in flight */
+	uint64_t chunk_t0;   /* pingpong: when its first byte was sent, us */
+	uint64_t pace_due;   /* --interval: when the next chunk may go, ms */
 	uint64_t rng;        /* chunk sizes */
 };
 
@@ -89,6 +105,11 @@ static struct {
 	long hold_ms;
 	unsigned long connect_rate;  /* per ms, 0 = unlimited */
 	double timeout_s;
+	const char *bind;            /* source address or IPv4 range */
+	unsigned long concurrency;   /* open at once, 0 = all */
+	double duration_s;           /* 0 = a fixed number of connections */
+	long interval_ms;
+	unsigned long rst_every;     /* every Nth closes with an RST */
 } opt = {
 	.host = "127.0.0.1",
 	.port = -1,
@@ -110,9 +131,21 @@ static struct epoll_event *events;
 static uint32_t *readyq;             /* ring of conn indices */
 static size_t rq_head, rq_len;
 static unsigned long n_started, n_finished;
+static unsigned long n_first;         /* slots that took their first connection */
+static uint64_t recycled_sent, recycled_received;   /* --duration: slots reused */
 static uint64_t t_start, t_stall_end, t_deadline;
 static bool stalled;
 static unsigned long hold_closed;
+static struct sockaddr_storage *srcs;   /* --bind */
+static socklen_t srclen;
+static size_t nsrcs;
+static uint64_t t_end;                  /* --duration: no new connection after */
+static uint32_t *pacq;                  /* --interval: FIFO of slots, by due time */
+static size_t pq_head, pq_len;
+static uint32_t *rtts;                  /* pingpong round trips, us */
+static size_t n_rtts;
+static sigset_t sig_wait_mask;          /* the hold's wait: SIGUSR1 unblocked */
+static volatile sig_atomic_t hold_stop;
 
 static const char *prog = "echoclient";
 
@@ -124,6 +157,14 @@ static uint64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -309,20 +350,33 @@ static void usage(FILE *f)
 "                         with an RST (SO_LINGER 0)\n"
 "      --expect-close     expect the server to close each connection (EOF or\n"
 "                         RST) without echoing anything\n"
-"      --hold MS          after success keep the connections open MS ms;\n"
-"                         prints hold_closed=N (closed by the peer meanwhile)\n"
+"      --hold MS          after success keep the connections open MS ms (less\n"
+"                         if the peer closes them all); prints holding=N\n"
+"                         first, then hold_closed=N (closed by the peer)\n"
 "      --connect-rate N   at most N connects per millisecond\n"
+"      --bind ADDR        source address of every connection; FIRST-LAST (IPv4)\n"
+"                         spreads them round-robin over a range (more ports)\n"
+"      --concurrency K    at most K connections open at once (of -c N); the\n"
+"                         next starts when one ends\n"
+"      --duration S       -c N is the number of slots: each slot opens a new\n"
+"                         connection when its last one ends, until S seconds\n"
+"                         have passed; conns= counts every connection\n"
+"      --interval MS      pingpong: wait MS ms after each chunk's echo\n"
+"      --rst-every N      every Nth connection closes with an RST (SO_LINGER\n"
+"                         0) once its echo is verified\n"
 "  -t, --timeout S        overall deadline in seconds (default 60)\n"
 "  -h, --help             this help\n"
 "\n"
 "Prints 'ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z' and exits 0,\n"
-"or prints 'FAIL ...' and exits 1; exits 2 on usage errors.\n", prog);
+"or prints 'FAIL ...' and exits 1; exits 2 on usage errors.  Pingpong adds\n"
+"'rtt_count=N rtt_p50_us=A rtt_p99_us=B rtt_max_us=C'.  SIGUSR1 ends a --hold.\n", prog);
 }
 
 enum {
 	OPT_MIN = 256, OPT_MAX, OPT_CHUNK, OPT_RANDOM_CHUNKS, OPT_MODE,
 	OPT_NO_READ_MS, OPT_HALF_CLOSE, OPT_RST_AFTER, OPT_EXPECT_CLOSE,
-	OPT_HOLD, OPT_CONNECT_RATE,
+	OPT_HOLD, OPT_CONNECT_RATE, OPT_BIND, OPT_CONCURRENCY, OPT_DURATION,
+	OPT_INTERVAL, OPT_RST_EVERY,
 };
 
 static const struct option longopts[] = {
@@ -342,6 +396,11 @@ static const struct option longopts[] = {
 	{ "expect-close",  no_argument,       NULL, OPT_EXPECT_CLOSE },
 	{ "hold",          required_argument, NULL, OPT_HOLD },
 	{ "connect-rate",  required_argument, NULL, OPT_CONNECT_RATE },
+	{ "bind",          required_argument, NULL, OPT_BIND },
+	{ "concurrency",   required_argument, NULL, OPT_CONCURRENCY },
+	{ "duration",      required_argument, NULL, OPT_DURATION },
+	{ "interval",      required_argument, NULL, OPT_INTERVAL },
+	{ "rst-every",     required_argument, NULL, OPT_RST_EVERY },
 	{ "timeout",       required_argument, NULL, 't' },
 	{ "help",          no_argument,       NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -417,6 +476,25 @@ static void parse_args(int argc, char **argv)
 		case OPT_CONNECT_RATE:
 			opt.connect_rate = (unsigned long)parse_long("--connect-rate", optarg, 1, 10000000);
 			break;
+		case OPT_BIND:
+			opt.bind = optarg;
+			break;
+		case OPT_CONCURRENCY:
+			opt.concurrency = (unsigned long)parse_long("--concurrency", optarg, 1, 10000000);
+			break;
+		case OPT_DURATION:
+			errno = 0;
+			opt.duration_s = strtod(optarg, &end);
+			if (errno || end == optarg || *end != '\0' || !(opt.duration_s > 0) ||
+			    opt.duration_s > 86400 * 365)
+				usage_error("invalid duration '%s'", optarg);
+			break;
+		case OPT_INTERVAL:
+			opt.interval_ms = parse_long("--interval", optarg, 1, 86400000);
+			break;
+		case OPT_RST_EVERY:
+			opt.rst_every = (unsigned long)parse_long("--rst-every", optarg, 1, 10000000);
+			break;
 		case 't':
 			errno = 0;
 			opt.timeout_s = strtod(optarg, &end);
@@ -446,6 +524,14 @@ static void parse_args(int argc, char **argv)
 		usage_error("--no-read-ms works in stream mode only");
 	if (opt.half_close + opt.rst + opt.expect_close > 1)
 		usage_error("--half-close, --rst-after and --expect-close exclude each other");
+	if (opt.interval_ms && opt.mode != MODE_PINGPONG)
+		usage_error("--interval works in pingpong mode only");
+	if (opt.duration_s && (opt.hold_ms || opt.no_read_ms || opt.concurrency))
+		usage_error("--duration excludes --hold, --no-read-ms and --concurrency");
+	if (opt.duration_s && opt.duration_s >= opt.timeout_s)
+		usage_error("--duration must be below --timeout");
+	if (opt.rst_every && (opt.rst || opt.hold_ms))
+		usage_error("--rst-every excludes --rst-after and --hold");
 }
 
 static void resolve(void)
@@ -478,6 +564,68 @@ static void resolve(void)
 	freeaddrinfo(res);
 }
 
+/* --bind ADDR or FIRST-LAST (IPv4): the source addresses, in srcs. */
+static void setup_bind(void)
+{
+	char first[INET6_ADDRSTRLEN], *dash;
+	struct in_addr a, b;
+	uint32_t lo, hi;
+
+	if (!opt.bind)
+		return;
+	dash = strchr(opt.bind, '-');
+	if (!dash) {
+		struct in6_addr a6;
+
+		srcs = calloc(1, sizeof(*srcs));
+		if (!srcs)
+			fail("out of memory");
+		nsrcs = 1;
+		if (inet_pton(AF_INET, opt.bind, &a) == 1) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&srcs[0];
+
+			sin->sin_family = AF_INET;
+			sin->sin_addr = a;
+			srclen = sizeof(*sin);
+		} else if (inet_pton(AF_INET6, opt.bind, &a6) == 1) {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&srcs[0];
+
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_addr = a6;
+			srclen = sizeof(*sin6);
+		} else {
+			usage_error("invalid --bind '%s' (an address or an IPv4 FIRST-LAST range)",
+				    opt.bind);
+		}
+	} else {
+		if ((size_t)(dash - opt.bind) >= sizeof(first))
+			usage_error("invalid --bind '%s'", opt.bind);
+		memcpy(first, opt.bind, (size_t)(dash - opt.bind));
+		first[dash - opt.bind] = '\0';
+		if (inet_pton(AF_INET, first, &a) != 1 || inet_pton(AF_INET, dash + 1, &b) != 1)
+			usage_error("invalid --bind range '%s' (IPv4 FIRST-LAST)", opt.bind);
+		lo = ntohl(a.s_addr);
+		hi = ntohl(b.s_addr);
+		if (lo > hi || hi - lo >= BIND_MAX)
+			usage_error("invalid --bind range '%s' (FIRST <= LAST, at most %u addresses)",
+				    opt.bind, BIND_MAX);
+		nsrcs = (size_t)(hi - lo) + 1;
+		srcs = calloc(nsrcs, sizeof(*srcs));
+		if (!srcs)
+			fail("out of memory");
+		for (size_t i = 0; i < nsrcs; i++) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&srcs[i];
+
+			sin->sin_family = AF_INET;
+			sin->sin_addr.s_addr = htonl(lo + (uint32_t)i);
+		}
+		srclen = sizeof(struct sockaddr_in);
+	}
+	if (srcs[0].ss_family != dst.ss_family)
+		usage_error("--bind '%s' and --host '%s' are not the same address family",
+			    opt.bind, opt.host);
+}
+
 /* ---------------------------------------------------------- connections */
 
 static void ready_push(struct conn *c)
@@ -499,18 +647,48 @@ static struct conn *ready_pop(void)
 	return c;
 }
 
-static void conn_finish(struct conn *c)
+static void conn_start(struct conn *c);
+
+/* Payload key, sizes and counters of connection number serial in slot c. */
+static void conn_init(struct conn *c, uint64_t serial)
 {
-	n_finished++;
-	if (opt.hold_ms > 0 && c->fd >= 0) {
-		c->state = C_DONE;
-		return;
+	c->fd = -1;
+	c->state = C_IDLE;
+	c->r_ready = c->w_ready = c->wr_shut = c->pacing = false;
+	c->serial = serial;
+	c->key = conn_key(opt.seed, serial);
+	c->rng = mix64(c->key ^ UINT64_C(0xa54ff53a5f1d36f1)) | 1;
+	if (opt.have_min) {
+		uint64_t span = opt.max - opt.min;
+		uint64_t r = mix64(c->key + UINT64_C(0x510e527fade682d1));
+
+		c->total = opt.min + (span == UINT64_MAX ? r : r % (span + 1));
+	} else {
+		c->total = opt.bytes;
 	}
-	if (c->fd >= 0) {
-		close(c->fd);
-		c->fd = -1;
-	}
+	if (opt.expect_close)
+		c->total = opt.have_bytes || opt.have_min ? c->total : 0;
+	c->limit = c->total;
+	if (opt.rst && opt.rst_after < c->limit)
+		c->limit = opt.rst_after;
+	c->sent = c->received = 0;
+	c->chunk_end = c->chunk_t0 = c->pace_due = 0;
+}
+
+/* c's socket is closed and its connection counted as finished: with
+ * --duration, the slot takes a new connection while there is time. */
+static void conn_closed(struct conn *c)
+{
+	c->fd = -1;
 	c->state = C_CLOSED;
+	n_finished++;
+	if (opt.duration_s > 0 && now_ms() < t_end) {
+		recycled_sent += c->sent;
+		recycled_received += c->received;
+		c->gen++;
+		conn_init(c, n_started);
+		conn_start(c);
+	}
 }
 
 static void conn_rst_close(struct conn *c)
@@ -520,9 +698,23 @@ static void conn_rst_close(struct conn *c)
 	if (setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
 		fail("conn=%u setsockopt(SO_LINGER): %s (%s)", c->idx, errname(errno), strerror(errno));
 	close(c->fd);
-	c->fd = -1;
-	n_finished++;
-	c->state = C_CLOSED;
+	conn_closed(c);
+}
+
+static void conn_finish(struct conn *c)
+{
+	if (opt.hold_ms > 0 && c->fd >= 0) {
+		n_finished++;
+		c->state = C_DONE;
+		return;
+	}
+	if (c->fd >= 0 && opt.rst_every && c->serial % opt.rst_every == opt.rst_every - 1) {
+		conn_rst_close(c);
+		return;
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	conn_closed(c);
 }
 
 static void conn_start(struct conn *c)
@@ -535,10 +727,19 @@ static void conn_start(struct conn *c)
 	if (fd < 0)
 		fail("conn=%u socket: %s (%s)", c->idx, errname(errno), strerror(errno));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (nsrcs) {
+		const struct sockaddr_storage *src = &srcs[c->serial % nsrcs];
+
+		/* the port is chosen at connect(), for the whole 4-tuple */
+		if (src->ss_family == AF_INET)
+			(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, (const struct sockaddr *)src, srclen) < 0)
+			fail("conn=%u bind: %s (%s)", c->idx, errname(errno), strerror(errno));
+	}
 	c->fd = fd;
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-	ev.data.u32 = c->idx;
+	ev.data.u64 = (uint64_t)c->gen << 32 | c->idx;
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		fail("conn=%u epoll_ctl: %s (%s)", c->idx, errname(errno), strerror(errno));
 	n_started++;
@@ -614,12 +815,44 @@ static void conn_connected(struct conn *c)
 	}
 	if (opt.expect_close && (err == ECONNRESET || err == EPIPE)) {
 		close(c->fd);
-		c->fd = -1;
-		n_finished++;
-		c->state = C_CLOSED;
+		conn_closed(c);
 		return;
 	}
 	fail("conn=%u connect: %s (%s)", c->idx, errname(err), strerror(err));
+}
+
+/* Pingpong: the chunk in flight came back whole.  Record its round trip
+ * and, with --interval, hold the next chunk back. */
+static void chunk_echoed(struct conn *c)
+{
+	if (n_rtts < RTT_MAX) {
+		uint64_t us = now_us() - c->chunk_t0;
+
+		rtts[n_rtts++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+	}
+	if (opt.interval_ms && c->received < c->limit) {
+		c->pacing = true;
+		c->pace_due = now_ms() + (uint64_t)opt.interval_ms;
+		pacq[(pq_head + pq_len) % opt.conns] = c->idx;   /* due times only grow */
+		pq_len++;
+	}
+}
+
+/* Paced connections whose wait is over may send again. */
+static void pace_release(uint64_t now)
+{
+	while (pq_len) {
+		struct conn *c = &conns[pacq[pq_head]];
+
+		if (c->pacing && c->pace_due > now)
+			return;
+		pq_head = (pq_head + 1) % opt.conns;
+		pq_len--;
+		if (c->pacing) {
+			c->pacing = false;
+			ready_push(c);
+		}
+	}
 }
 
 /* Size of the next write. */
@@ -652,13 +885,14 @@ static void conn_step(struct conn *c)
 		bool progress = false;
 
 		/* --- write */
-		if (c->w_ready && c->sent < c->limit &&
+		if (c->w_ready && c->sent < c->limit && !c->pacing &&
 		    !(opt.mode == MODE_PINGPONG && c->received < c->sent && c->sent == c->chunk_end)) {
 			uint64_t want;
 			ssize_t n;
 
 			if (opt.mode == MODE_PINGPONG) {
 				if (c->sent == c->chunk_end) {
+					c->chunk_t0 = now_us();
 					c->chunk_end = c->sent + next_chunk(c);
 					if (c->chunk_end > c->limit)
 						c->chunk_end = c->limit;
@@ -681,9 +915,7 @@ static void conn_step(struct conn *c)
 				progress = true;
 			} else if (opt.expect_close && (errno == EPIPE || errno == ECONNRESET)) {
 				close(c->fd);
-				c->fd = -1;
-				n_finished++;
-				c->state = C_CLOSED;
+				conn_closed(c);
 				return;
 			} else {
 				fail("conn=%u send at %" PRIu64 ": %s (%s)", c->idx, c->sent,
@@ -726,6 +958,8 @@ static void conn_step(struct conn *c)
 				c->received += (uint64_t)n;
 				budget = (uint64_t)n > budget ? 0 : budget - (uint64_t)n;
 				progress = true;
+				if (opt.mode == MODE_PINGPONG && c->received == c->chunk_end)
+					chunk_echoed(c);
 			} else if (n == 0) {
 				if (opt.expect_close || (opt.half_close && c->received == c->total)) {
 					conn_finish(c);
@@ -739,9 +973,7 @@ static void conn_step(struct conn *c)
 				progress = true;
 			} else if (opt.expect_close && (errno == ECONNRESET || errno == EPIPE)) {
 				close(c->fd);
-				c->fd = -1;
-				n_finished++;
-				c->state = C_CLOSED;
+				conn_closed(c);
 				return;
 			} else {
 				fail("conn=%u recv at %" PRIu64 " of %" PRIu64 ": %s (%s)", c->idx,
@@ -765,8 +997,10 @@ static void conn_step(struct conn *c)
 
 static void handle_event(const struct epoll_event *ev)
 {
-	struct conn *c = &conns[ev->data.u32];
+	struct conn *c = &conns[(uint32_t)ev->data.u64];
 
+	if (c->gen != (uint32_t)(ev->data.u64 >> 32))
+		return;     /* for the slot's previous connection */
 	if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->r_ready = true;
 	if (ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -792,6 +1026,50 @@ static void fail_timeout(void)
 
 /* ------------------------------------------------------------------ main */
 
+static void on_usr1(int sig)
+{
+	(void)sig;
+	hold_stop = 1;
+}
+
+/* SIGUSR1 ends a --hold early; it stays blocked except in the hold's wait. */
+static void setup_hold_signal(void)
+{
+	struct sigaction sa;
+	sigset_t set;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, &sig_wait_mask);
+	sigdelset(&sig_wait_mask, SIGUSR1);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Pingpong: the chunks' round trips, sorted, as percentiles. */
+static void print_rtts(void)
+{
+	uint32_t p50 = 0, p99 = 0, max = 0;
+
+	if (n_rtts) {
+		qsort(rtts, n_rtts, sizeof(*rtts), cmp_u32);
+		p50 = rtts[(n_rtts - 1) / 2];
+		p99 = rtts[(n_rtts * 99 + 99) / 100 - 1];   /* nearest rank */
+		max = rtts[n_rtts - 1];
+	}
+	printf("rtt_count=%zu rtt_p50_us=%" PRIu32 " rtt_p99_us=%" PRIu32 " rtt_max_us=%" PRIu32 "\n",
+	       n_rtts, p50, p99, max);
+}
+
 static void raise_nofile(void)
 {
 	struct rlimit rl;
@@ -808,28 +1086,17 @@ static void setup_conns(void)
 
 	conns = calloc(opt.conns, sizeof(*conns));
 	readyq = calloc(opt.conns, sizeof(*readyq));
-	if (!conns || !readyq)
+	pacq = calloc(opt.conns, sizeof(*pacq));
+	if (!conns || !readyq || !pacq)
 		fail("out of memory");
+	if (opt.mode == MODE_PINGPONG) {
+		rtts = malloc(RTT_MAX * sizeof(*rtts));
+		if (!rtts)
+			fail("out of memory");
+	}
 	for (i = 0; i < opt.conns; i++) {
-		struct conn *c = &conns[i];
-
-		c->fd = -1;
-		c->idx = (uint32_t)i;
-		c->key = conn_key(opt.seed, i);
-		c->rng = mix64(c->key ^ UINT64_C(0xa54ff53a5f1d36f1)) | 1;
-		if (opt.have_min) {
-			uint64_t span = opt.max - opt.min;
-			uint64_t r = mix64(c->key + UINT64_C(0x510e527fade682d1));
-
-			c->total = opt.min + (span == UINT64_MAX ? r : r % (span + 1));
-		} else {
-			c->total = opt.bytes;
-		}
-		if (opt.expect_close)
-			c->total = opt.have_bytes || opt.have_min ? c->total : 0;
-		c->limit = c->total;
-		if (opt.rst && opt.rst_after < c->limit)
-			c->limit = opt.rst_after;
+		conns[i].idx = (uint32_t)i;
+		conn_init(&conns[i], i);
 	}
 }
 
@@ -842,8 +1109,10 @@ static void start_more(uint64_t now)
 
 		allowed = a < opt.conns ? (unsigned long)a : opt.conns;
 	}
-	while (n_started < allowed)
-		conn_start(&conns[n_started]);
+	if (opt.concurrency && n_finished + opt.concurrency < allowed)
+		allowed = n_finished + opt.concurrency;
+	while (n_first < allowed)
+		conn_start(&conns[n_first++]);
 }
 
 static int wait_timeout(uint64_t now, uint64_t until)
@@ -855,10 +1124,18 @@ static int wait_timeout(uint64_t now, uint64_t until)
 	if (until <= now)
 		return 0;
 	t = until - now > 1000 ? 1000 : (int)(until - now);
-	if (opt.connect_rate && n_started < opt.conns && t > 1)
+	if (opt.connect_rate && n_first < opt.conns && t > 1)
 		t = 1;
 	if (stalled && t_stall_end > now && t_stall_end - now < (uint64_t)t)
 		t = (int)(t_stall_end - now);
+	if (pq_len) {
+		uint64_t due = conns[pacq[pq_head]].pace_due;
+
+		if (due <= now)
+			t = 0;
+		else if (due - now < (uint64_t)t)
+			t = (int)(due - now);
+	}
 	return t;
 }
 
@@ -897,7 +1174,9 @@ int main(int argc, char **argv)
 	}
 	parse_args(argc, argv);
 	resolve();
+	setup_bind();
 	signal(SIGPIPE, SIG_IGN);
+	setup_hold_signal();
 	raise_nofile();
 	setup_conns();
 
@@ -918,9 +1197,10 @@ int main(int argc, char **argv)
 		t_stall_end = t_start + (uint64_t)opt.no_read_ms;
 	}
 
+	t_end = t_start + (uint64_t)(opt.duration_s * 1000.0);
 	start_more(t_start);
 	run_ready();
-	while (n_finished < opt.conns) {
+	while (n_first < opt.conns || n_finished < n_started) {
 		int n, k;
 
 		now = now_ms();
@@ -934,33 +1214,45 @@ int main(int argc, char **argv)
 		now = now_ms();
 		if (stalled && now >= t_stall_end)
 			end_stall();
+		pace_release(now);
 		run_ready();
-		if (n_started < opt.conns)
+		if (n_first < opt.conns)
 			start_more(now);
 	}
 	t_done = now_ms();
 	if (stalled)          /* finished before the stall ended */
 		end_stall();
 
+	sent = recycled_sent;
+	received = recycled_received;
 	for (i = 0; i < opt.conns; i++) {
 		sent += conns[i].sent;
 		received += conns[i].received;
 	}
+	if (opt.mode == MODE_PINGPONG)
+		print_rtts();
 
 	if (opt.hold_ms > 0) {
 		uint64_t t_hold_end = t_done + (uint64_t)opt.hold_ms;
+		unsigned long held = 0, closed_before = hold_closed;
 
+		for (i = 0; i < opt.conns; i++)
+			held += conns[i].state == C_DONE;
+		printf("holding=%lu\n", held);
+		fflush(stdout);
 		for (;;) {
 			int n, k;
 
 			now = now_ms();
-			if (now >= t_hold_end)
+			if (now >= t_hold_end || hold_stop || hold_closed - closed_before == held)
 				break;
-			n = epoll_wait(epfd, events, MAX_EVENTS, wait_timeout(now, t_hold_end));
+			/* SIGUSR1 is blocked but here: it cannot slip in unseen */
+			n = epoll_pwait(epfd, events, MAX_EVENTS, wait_timeout(now, t_hold_end),
+					&sig_wait_mask);
 			if (n < 0 && errno != EINTR)
 				fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
 			for (k = 0; k < n; k++) {
-				struct conn *c = &conns[events[k].data.u32];
+				struct conn *c = &conns[(uint32_t)events[k].data.u64];
 
 				if (c->state == C_DONE)
 					conn_held_event(c);
@@ -976,7 +1268,7 @@ int main(int argc, char **argv)
 	}
 
 	printf("ok conns=%lu bytes_sent=%" PRIu64 " bytes_received=%" PRIu64
-	       " elapsed_ms=%" PRIu64 "\n", opt.conns, sent, received, t_done - t_start);
+	       " elapsed_ms=%" PRIu64 "\n", n_finished, sent, received, t_done - t_start);
 	fflush(stdout);
 	close(epfd);
 	free(events);
@@ -984,6 +1276,9 @@ int main(int argc, char **argv)
 	free(rbuf);
 	free(wbuf);
 	free(readyq);
+	free(pacq);
+	free(rtts);
+	free(srcs);
 	free(conns);
 	return 0;
 }

@@ -10,6 +10,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import (KiB, Daemon, Tap, backends, client, client_bg,  # noqa: E402
                        client_ok, client_wait, poll_until, wait_fds)
+from loadutil import tcp_states  # noqa: E402
 
 N = 1500
 
@@ -30,6 +31,8 @@ for be in backends():
     with tap.guard(be), Daemon(be, preexec=soft_1024) as d:
         # warm up (lazy allocations), then take the fd baseline
         client(d.port, "-n", "64k")
+        # echod closes the warm-up connection just after its client did
+        poll_until(lambda: set(tcp_states(d.port)) <= {"LISTEN"}, 5)
         base = d.fd_count()
         tap.diag(f"[{be}] daemon fd baseline {base}, {d.threads} threads")
 
