@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,7 @@
 				* never read cannot pin every buffer */
 #define UR_TX_IOV      8       /* buffers one send may gather (sendmsg) */
 
-enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL };
+enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL, UOP_POLL };
 
 /* conn.bstate */
 #define UB_RECV        (1u << 0)   /* multishot recv armed */
@@ -51,6 +52,9 @@ enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL }
 #define UB_STARVED     (1u << 5)   /* waiting for buffers (ENOBUFS) */
 #define UB_ONCE        (1u << 6)   /* the recv is a single-shot from the reserve */
 #define UB_CAPPED      (1u << 7)   /* the multishot recv carries a byte limit */
+#define UB_POLL        (1u << 8)   /* a POLLOUT poll in flight: denied the reserve
+				      while its socket was full, retried when writable */
+#define UB_INFLIGHT    (UB_RECV | UB_SEND | UB_POLL)
 
 #define WAIT offsetof(struct conn, wait)
 
@@ -164,7 +168,7 @@ static int ur_register(struct io_uring *ring, unsigned op, const void *arg, unsi
 static int ur_restrict(struct io_uring *ring)
 {
 	static const uint8_t ops[] = {
-		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_READ,
+		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_READ, IORING_OP_POLL_ADD,
 		IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
 	};
 	struct io_uring_restriction res[sizeof(ops) + 2];
@@ -425,6 +429,8 @@ static void ur_cancel_all(struct worker *w, struct conn *c)
 		ur_cancel_ud(w, ud_make(UOP_RECV, c->gen, c->idx), IORING_ASYNC_CANCEL_ALL);
 	if (c->bstate & UB_SEND)
 		ur_cancel_ud(w, ud_make(UOP_SEND, c->gen, c->idx), IORING_ASYNC_CANCEL_ALL);
+	if (c->bstate & UB_POLL)
+		ur_cancel_ud(w, ud_make(UOP_POLL, c->gen, c->idx), IORING_ASYNC_CANCEL_ALL);
 	c->bstate |= UB_CANCEL_ALL;
 }
 
@@ -433,11 +439,36 @@ static void ur_close(struct worker *w, struct conn *c)
 {
 	c->bstate |= UB_CLOSING;
 	ur_unstarve(w, c);
-	if (!(c->bstate & (UB_RECV | UB_SEND))) {
+	if (!(c->bstate & UB_INFLIGHT)) {
 		ur_finish_close(w, c);
 		return;
 	}
 	ur_cancel_all(w, c);
+}
+
+/* Whether c's socket takes more bytes now.  An io_uring send to a full
+ * socket waits for room and then completes whole, so a client that does
+ * not read is seldom seen to block (CONN_SLOW): before it is given one of
+ * the pool's reserve buffers, ask the socket (this path runs only when the
+ * main buffers are exhausted).  If it is full, a POLLOUT poll brings c
+ * back when its client has read (c also waits for main buffers). */
+static bool ur_sock_writable(struct worker *w, struct conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+	int n = poll(&p, 1, 0);
+
+	if (n > 0 && (p.revents & POLLOUT))
+		return true;
+	if (n < 0)
+		log_errno(LOG_DEBUG, errno, "worker %u: poll fd %d", w->id, c->fd);
+	if (!(c->bstate & UB_POLL)) {
+		struct io_uring_sqe *sqe = ur_sqe(w);
+
+		io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+		io_uring_sqe_set_data64(sqe, ud_make(UOP_POLL, c->gen, c->idx));
+		c->bstate |= UB_POLL;
+	}
+	return false;
 }
 
 /* Act on conn_next(). */
@@ -447,7 +478,7 @@ static void ur_process(struct worker *w, struct conn *c)
 	unsigned next;
 
 	if (c->bstate & UB_CLOSING) {
-		if (!(c->bstate & (UB_RECV | UB_SEND)))
+		if (!(c->bstate & UB_INFLIGHT))
 			ur_finish_close(w, c);
 		return;
 	}
@@ -473,7 +504,8 @@ static void ur_process(struct worker *w, struct conn *c)
 			return;
 		if (ur->g[UR_BGID_MAIN].nfree) {
 			ur_arm_recv(w, c);
-		} else if (conn_may_use_reserve(c) && ur->g[UR_BGID_RESV].nfree) {
+		} else if (conn_may_use_reserve(c) && ur->g[UR_BGID_RESV].nfree &&
+			   ur_sock_writable(w, c)) {
 			ur_arm_recv_reserve(w, c);
 		} else {
 			ctr_add(&w->ctr->buf_exhausted, 1);
@@ -502,7 +534,7 @@ static void ur_adopt_conn(struct worker *w, struct conn *c)
 
 static bool ur_conn_busy(struct worker *w, struct conn *c, bool cancel)
 {
-	bool busy = c->bstate & (UB_RECV | UB_SEND);
+	bool busy = c->bstate & UB_INFLIGHT;
 
 	ur_unstarve(w, c);
 	if (busy && cancel)
@@ -609,6 +641,20 @@ static void ur_on_send(struct worker *w, struct io_uring_cqe *cqe)
 	ur_process(w, c);
 }
 
+/* c's socket became writable (or the poll ended): try the reserve again. */
+static void ur_on_poll(struct worker *w, struct io_uring_cqe *cqe)
+{
+	struct conn *c = worker_conn_get(w, ud_idx(cqe->user_data), ud_gen(cqe->user_data));
+
+	if (!c)
+		return;
+	c->bstate &= ~UB_POLL;
+	if (cqe->res < 0 && cqe->res != -ECANCELED)
+		log_errno(LOG_DEBUG, cqe->res, "worker %u: poll fd %d", w->id, c->fd);
+	ur_unstarve(w, c);
+	ur_process(w, c);
+}
+
 static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
 	struct ur *ur = w->be;
@@ -658,6 +704,9 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case UOP_ACCEPT:
 		ur_on_accept(w, cqe);
+		break;
+	case UOP_POLL:
+		ur_on_poll(w, cqe);
 		break;
 	case UOP_CTL:
 		if (cqe->res < 0 && cqe->res != -ECANCELED)
