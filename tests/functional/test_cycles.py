@@ -72,7 +72,7 @@ for be in backends():
         rss1 = d.rss_kb()
         tap.diag(f"[{be}] rss_baseline_kb: {rss0}")
         tap.diag(f"[{be}] rss_after_cycles_kb: {rss1}")
-        tap.ok(rss1 - rss0 <= RSS_TOL_KB,
+        tap.rss_ok(rss1 - rss0 <= RSS_TOL_KB,
                f"[{be}] RSS back to baseline within {RSS_TOL_KB} KiB ({rss1 - rss0:+d} kB)",
                diag=f"{rss0} -> {rss1} kB")
         tap.ok(d.running(), f"[{be}] daemon still running", diag=d.log_tail())
