@@ -455,19 +455,22 @@ static void ur_close(struct worker *w, struct conn *c)
 static bool ur_sock_writable(struct worker *w, struct conn *c)
 {
 	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
-	int n = poll(&p, 1, 0);
+	struct io_uring_sqe *sqe;
+	int n;
 
+	/* a poll in flight completes when the socket becomes writable: no
+	 * need to ask again each time the starved list is walked */
+	if (c->bstate & UB_POLL)
+		return false;
+	n = poll(&p, 1, 0);
 	if (n > 0 && (p.revents & POLLOUT))
 		return true;
 	if (n < 0)
 		log_errno(LOG_DEBUG, errno, "worker %u: poll fd %d", w->id, c->fd);
-	if (!(c->bstate & UB_POLL)) {
-		struct io_uring_sqe *sqe = ur_sqe(w);
-
-		io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
-		io_uring_sqe_set_data64(sqe, ud_make(UOP_POLL, c->gen, c->idx));
-		c->bstate |= UB_POLL;
-	}
+	sqe = ur_sqe(w);
+	io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+	io_uring_sqe_set_data64(sqe, ud_make(UOP_POLL, c->gen, c->idx));
+	c->bstate |= UB_POLL;
 	return false;
 }
 
