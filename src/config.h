@@ -8,7 +8,8 @@
  * of a directory).  Errors are reported as "FILE:LINE: message".
  *
  * The modules behind it:
- *   config_schema.c   the table of settings: parsing each, defaults, diff
+ *   config_schema.c   the table of settings: parsing, defaults, diff
+ *   config_types.c    the types of settings: ints, enums, addresses, lists
  *   config_dump.c     the configuration printed as an echod.conf (echod -T)
  *   config_parse.c    a file through the scan, libconfig and the table
  *   config_scan.c     the pre-scanner guarding libconfig 1.5, @include

@@ -1,4 +1,5 @@
-/* config_schema.h - the table of settings (config_schema.c).
+/* config_schema.h - the table of settings (config_schema.c) and the types
+ * of settings (config_types.c).
  *
  * Every setting is one entry: its name (dotted inside a group), type,
  * default, range or allowed values, unit, whether a reload applies it
@@ -65,6 +66,24 @@ struct schema_group {
 	const char *name;
 	const char *description;
 };
+
+/* The types (config_types.c). */
+extern const struct schema_type schema_uint;        /* uint16_t or uint32_t, min..max */
+extern const struct schema_type schema_bool;
+extern const struct schema_type schema_enum;        /* an int-sized field, values[] */
+extern const struct schema_type schema_addr;        /* struct config_addr */
+extern const struct schema_type schema_addr_list;   /* config_addr[max_count], count */
+extern const struct schema_type schema_core_list;   /* int[max_count], count */
+
+/* "an integer", "a string", ... : the type of libconfig setting s. */
+const char *schema_type_name(const config_setting_t *s);
+
+/* The name of value v of an enum setting, or NULL. */
+const char *schema_enum_name(const struct schema_setting *st, int v);
+
+/* An address setting: set the port of its address(es) to the value of the
+ * port setting it takes (st->port_offset); any other: nothing. */
+void schema_set_ports(const struct schema_setting *st, struct echod_config *cfg);
 
 extern const struct schema_setting schema_settings[];
 extern const size_t schema_n_settings;
