@@ -15,6 +15,9 @@ const char cmdline_usage[] =
 	"  -c, --config FILE     configuration file (default " ECHOD_CONFIG_PATH ")\n"
 	"  -t, --check-config    check the configuration, print 'configuration OK'\n"
 	"                        or every error as FILE:LINE: message, and exit\n"
+	"  -T, --dump-config     check the configuration, print it as an echod.conf with\n"
+	"                        every default filled in and every setting described\n"
+	"                        (or every error, as -t), and exit\n"
 	"      --fd-store        on SIGTERM, hand established connections to systemd's\n"
 	"                        file descriptor store (FileDescriptorStoreMax=), so\n"
 	"                        that 'systemctl restart' keeps them\n"
@@ -30,6 +33,7 @@ int cmdline_parse(int argc, char **argv, struct cmdline *cl, FILE *out, FILE *er
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 't' },
+		{ "dump-config", no_argument, NULL, 'T' },
 		{ "fd-store", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -39,16 +43,20 @@ int cmdline_parse(int argc, char **argv, struct cmdline *cl, FILE *out, FILE *er
 
 	cl->config_path = ECHOD_CONFIG_PATH;
 	cl->check = false;
+	cl->dump = false;
 	cl->fd_store = false;
 	optind = 0;             /* glibc: a full re-initialisation */
 	opterr = getopt_messages;
-	while ((opt = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:tThV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			cl->config_path = optarg;
 			break;
 		case 't':
 			cl->check = true;
+			break;
+		case 'T':
+			cl->dump = true;
 			break;
 		case 'F':
 			cl->fd_store = true;

@@ -11,6 +11,7 @@
 struct cmdline {
 	const char *config_path;   /* -c FILE (points into argv), or the default */
 	bool check;                /* -t, --check-config */
+	bool dump;                 /* -T, --dump-config */
 	bool fd_store;             /* --fd-store */
 };
 

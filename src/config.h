@@ -1,10 +1,20 @@
-/* config.h - echod configuration: defaults, loading, validation, diff.
+/* config.h - echod configuration: defaults, loading, validation, diff,
+ * dump.
  *
  * The configuration is a flat struct (no pointers) so that it can be
  * copied by value and passed through a pipe: config_load() parses the file
  * in a short-lived child process, so that no file, however broken, can
  * crash, hang or exit() the daemon (libconfig 1.5 exit()s on an @include
  * of a directory).  Errors are reported as "FILE:LINE: message".
+ *
+ * The modules behind it:
+ *   config_schema.c   the table of settings: parsing, defaults, diff
+ *   config_types.c    the types of settings: ints, enums, addresses, lists
+ *   config_dump.c     the configuration printed as an echod.conf (echod -T)
+ *   config_parse.c    a file through the scan, libconfig and the table
+ *   config_scan.c     the pre-scanner guarding libconfig 1.5, @include
+ *   config_literal.c  libconfig 1.5's number literals (wrapped integers)
+ *   config_load.c     config_parse_file() in a child process, through a pipe
  */
 #ifndef ECHOD_CONFIG_H
 #define ECHOD_CONFIG_H
@@ -12,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define CONFIG_MAX_LISTEN      16      /* entries in "listen" */
@@ -21,7 +32,8 @@
 #define CONFIG_MAX_ERRORS      32      /* errors kept per load */
 #define CONFIG_ERROR_MAX       512     /* one error message, with NUL */
 
-/* Hard ranges, shared with the man page and the tests. */
+/* Hard ranges: the values the settings table (config_schema.c) uses,
+ * shared with the tests. */
 #define CONFIG_BUFFER_COUNT_MIN     8
 #define CONFIG_BUFFER_COUNT_MAX     32768
 #define CONFIG_BUFFER_SIZE_MIN      512
@@ -108,5 +120,21 @@ const char *config_log_level_name(int level);
 #define CONFIG_CHANGED_LOG_LEVEL    (1u << 5)
 #define CONFIG_CHANGED_METRICS      (1u << 6)
 unsigned config_diff(const struct echod_config *a, const struct echod_config *b);
+
+/* The CONFIG_CHANGED_* bits of the settings a reload does not apply (they
+ * take effect at the next restart). */
+unsigned config_restart_mask(void);
+
+/* The names of those settings, "/"-separated ("port/listen/backlog"). */
+void config_restart_names(char *buf, size_t size);
+
+/* Copy into next, from running, every setting a reload does not apply. */
+void config_keep_restart(struct echod_config *next, const struct echod_config *running);
+
+/* Print cfg to out as an echod.conf that loads back to the same
+ * configuration, each setting after two comment lines: its description,
+ * then "# default: D; range: R; reload: live|restart".  Returns 0 or
+ * -errno (out of memory, a write error). */
+int config_dump(FILE *out, const struct echod_config *cfg);
 
 #endif

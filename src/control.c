@@ -405,14 +405,14 @@ static void reload(struct control *ctl)
 	atomic_store(&ctl->metrics.max_connections, next.max_connections);
 	worker_params_from_config(&params, &next);
 	wset_post_params(&ctl->ws, &params);
-	if (changed & CONFIG_CHANGED_LISTEN)
-		log_warning("reload: port/listen/backlog changed; this takes effect at the next "
-			    "restart");
+	if (changed & config_restart_mask()) {
+		char names[256];
+
+		config_restart_names(names, sizeof(names));
+		log_warning("reload: %s changed; this takes effect at the next restart", names);
+	}
 	/* the listeners stay as running, so the next diff names them again */
-	memcpy(next.listen, ctl->cfg.listen, sizeof(next.listen));
-	next.n_listen = ctl->cfg.n_listen;
-	next.port = ctl->cfg.port;
-	next.backlog = ctl->cfg.backlog;
+	config_keep_restart(&next, &ctl->cfg);
 	if (ctl->sets[0].metrics_fd >= 0)
 		next.metrics = ctl->cfg.metrics;
 	ctl->cfg = next;

@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 	struct echod_config *cfg;
 	struct config_errors *errs;
 	const char *path;
-	bool check, fd_store;
+	bool check, dump, fd_store;
 	int err, status;
 
 	status = cmdline_parse(argc, argv, &cl, stdout, stderr, true);
@@ -35,9 +35,10 @@ int main(int argc, char **argv)
 		return status;
 	path = cl.config_path;
 	check = cl.check;
+	dump = cl.dump;
 	fd_store = cl.fd_store;
 	/* the journal reads "<N>" priority prefixes; a terminal does not */
-	log_set_prefix(check ? 0 : !isatty(STDERR_FILENO));
+	log_set_prefix(check || dump ? 0 : !isatty(STDERR_FILENO));
 
 	cfg = calloc(1, sizeof(*cfg));
 	errs = calloc(1, sizeof(*errs));
@@ -51,13 +52,20 @@ int main(int argc, char **argv)
 			print_errors(errs);
 		else
 			log_errno(LOG_ERR, err, "%s", path);
-		if (!check)
+		if (!check && !dump)
 			log_error("configuration file %s has errors, not starting", path);
 		free(cfg);
 		free(errs);
 		return 1;
 	}
 	free(errs);
+	if (dump) {
+		err = config_dump(stdout, cfg);
+		if (err)
+			log_errno(LOG_ERR, err, "--dump-config: writing the configuration");
+		free(cfg);
+		return err ? 1 : 0;
+	}
 	if (check) {
 		printf("configuration OK\n");
 		free(cfg);

@@ -27,16 +27,16 @@
 
 #define MAX_ARGS 24
 
-enum { M_CONFIG, M_CHECK, M_FDSTORE, M_HELP, M_VERSION, M__COUNT };
+enum { M_CONFIG, M_CHECK, M_DUMP, M_FDSTORE, M_HELP, M_VERSION, M__COUNT };
 static const char *const long_names[M__COUNT] = {
-	"config", "check-config", "fd-store", "help", "version",
+	"config", "check-config", "dump-config", "fd-store", "help", "version",
 };
 
 struct model {
 	int status;             /* CMDLINE_RUN, 0 (help/version) or 2 */
 	bool help;              /* 0 because of --help (else --version) */
 	const char *path;
-	bool check, fd_store;
+	bool check, dump, fd_store;
 };
 
 static int long_match(const char *name, size_t len)
@@ -61,7 +61,7 @@ static void model(int argc, char **argv, struct model *m)
 
 	m->status = CMDLINE_RUN;
 	m->path = ECHOD_CONFIG_PATH;
-	m->check = m->fd_store = m->help = false;
+	m->check = m->dump = m->fd_store = m->help = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
@@ -99,6 +99,8 @@ static void model(int argc, char **argv, struct model *m)
 			}
 			if (k == M_CHECK)
 				m->check = true;
+			else if (k == M_DUMP)
+				m->dump = true;
 			else if (k == M_FDSTORE)
 				m->fd_store = true;
 			else {
@@ -121,6 +123,8 @@ static void model(int argc, char **argv, struct model *m)
 				break;
 			} else if (*p == 't') {
 				m->check = true;
+			} else if (*p == 'T') {
+				m->dump = true;
 			} else if (*p == 'h' || *p == 'V') {
 				m->status = 0;
 				m->help = *p == 'h';
@@ -152,9 +156,9 @@ static void run(int argc, char **argv, const struct model *m)
 	if (st == CMDLINE_RUN) {
 		FUZZ_CHECK(!strcmp(cl.config_path, m->path), "config \"%s\", expected \"%s\"",
 			   cl.config_path, m->path);
-		FUZZ_CHECK(cl.check == m->check && cl.fd_store == m->fd_store,
-			   "check %d fd-store %d, expected %d %d", cl.check, cl.fd_store, m->check,
-			   m->fd_store);
+		FUZZ_CHECK(cl.check == m->check && cl.dump == m->dump && cl.fd_store == m->fd_store,
+			   "check %d dump %d fd-store %d, expected %d %d %d", cl.check, cl.dump,
+			   cl.fd_store, m->check, m->dump, m->fd_store);
 		FUZZ_CHECK(out_len == 0 && err_len == 0, "output when running");
 	} else if (st == 0) {
 		char version[64];

@@ -12,6 +12,7 @@
 #include "autoconfig.h"
 
 #include "config.h"
+#include "config_schema.h"
 #include "tap.h"
 
 #include <arpa/inet.h>
@@ -1002,6 +1003,77 @@ static void test_config_error(void)
 	       "config_error truncates a long message");
 }
 
+/* Whether a and b are in the same group ("metrics.x", "metrics.y"). */
+static bool same_group(const char *a, const char *b)
+{
+	const char *da = strchr(a, '.'), *db = strchr(b, '.');
+
+	return da && db && da - a == db - b && !strncmp(a, b, (size_t)(da - a));
+}
+
+/* The table of settings holds together: unique names, at most one group
+ * level with each group contiguous, a CONFIG_CHANGED_* bit that is either
+ * all live or all restart (control.c relies on it), descriptions that the
+ * "# default: ...; range: ..." line of echod -T can follow. */
+static void test_table(void)
+{
+	char names[256];
+	unsigned live = 0, restart = 0;
+	size_t i, j;
+	bool ok = true;
+
+	for (i = 0; i < schema_n_settings; i++) {
+		const struct schema_setting *st = &schema_settings[i];
+		const char *dot = strchr(st->name, '.');
+
+		if (!st->changed || (st->changed & (st->changed - 1)) || !st->description[0] ||
+		    strchr(st->description, ';') || (dot && strchr(dot + 1, '.')) ||
+		    (st->type == &schema_uint && (st->def < st->min || st->def > st->max))) {
+			tap_diag("  setting %s is malformed", st->name);
+			ok = false;
+		}
+		for (j = 0; j < i; j++) {
+			if (!strcmp(st->name, schema_settings[j].name))
+				ok = false;
+			/* entering a group (the one before is not in it): none earlier is */
+			if (dot && !same_group(st->name, schema_settings[i - 1].name) &&
+			    same_group(st->name, schema_settings[j].name))
+				ok = false;
+		}
+		*(st->live ? &live : &restart) |= st->changed;
+	}
+	tap_ok(ok && schema_n_settings == 15, "the table: %zu well-formed settings",
+	       schema_n_settings);
+	tap_ok(!(live & restart), "the table: each change bit is all live or all restart");
+	tap_ok(config_restart_mask() == CONFIG_CHANGED_LISTEN,
+	       "config_restart_mask: the listeners (got %#x)", config_restart_mask());
+	config_restart_names(names, sizeof(names));
+	tap_ok(!strcmp(names, "port/listen/backlog"), "config_restart_names: '%s'", names);
+	config_restart_names(names, 8);
+	tap_ok(strlen(names) < 8, "config_restart_names: cut to the buffer ('%s')", names);
+}
+
+/* config_keep_restart: the restart settings of the running configuration,
+ * every other one of the new. */
+static void test_keep_restart(void)
+{
+	struct echod_config run, next, want;
+
+	config_defaults(&run);
+	config_defaults(&next);
+	next.port = 8;
+	next.backlog = 5;
+	next.n_listen = 1;
+	next.idle_timeout = 7;
+	next.metrics.port = 9999;
+	config_keep_restart(&next, &run);
+	want = run;
+	want.idle_timeout = 7;
+	want.metrics.port = 9999;
+	tap_ok(config_diff(&next, &want) == 0 && next.port == 7 && next.n_listen == 2,
+	       "config_keep_restart: port, listen, backlog kept; the rest new");
+}
+
 static void test_diff(void)
 {
 	struct echod_config a, b;
@@ -1107,6 +1179,8 @@ int main(void)
 	test_names();
 	test_config_error();
 	test_diff();
+	test_table();
+	test_keep_restart();
 	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		run_good(&good[i]);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
