@@ -2,7 +2,7 @@
  *
  * A backend does the I/O of one worker; the echo semantics live in
  * conn.c and the policies (accept limits, idle timeouts, drain) in
- * worker.c.  Nothing outside a backend's own file includes sys/epoll.h
+ * worker.c and worker_conns.c.  Nothing outside a backend's own file includes sys/epoll.h
  * or liburing.h.  All functions run in the worker's thread, except
  * probe(), which the main thread calls before workers start.
  *

@@ -283,15 +283,15 @@ static inline struct ur_group *ur_group_of(struct ur *ur, uint32_t bid)
 	return &ur->g[bid >= ur->resv_first ? UR_BGID_RESV : UR_BGID_MAIN];
 }
 
-static void ur_buf_release(struct worker *w, uint32_t bid)
+static void ur_buf_release(struct conn_ctx *cc, uint32_t bid)
 {
-	struct ur *ur = w->be;
+	struct ur *ur = worker_of(cc)->be;
 	struct ur_group *g = ur_group_of(ur, bid);
 
-	io_uring_buf_ring_add(g->br, bufpool_ptr(&w->pool, bid), w->pool.size,
+	io_uring_buf_ring_add(g->br, bufpool_ptr(&cc->pool, bid), cc->pool.size,
 			      (unsigned short)bid, g->mask, g->pending++);
 	g->nfree++;
-	w->pool.nfree++;
+	cc->pool.nfree++;
 }
 
 static void ur_arm_accept(struct worker *w, unsigned i)
@@ -325,8 +325,8 @@ static void ur_arm_ctl(struct worker *w)
 /* Bytes c may still take before backpressure stops it. */
 static uint32_t ur_allowance(struct worker *w, const struct conn *c)
 {
-	uint64_t by_bytes = w->params.max_pending > c->pending ? w->params.max_pending - c->pending : 0;
-	uint64_t by_bufs = w->max_bufs > c->nbufs ? (uint64_t)(w->max_bufs - c->nbufs) * w->pool.size : 0;
+	uint64_t by_bytes = w->cc.max_pending > c->pending ? w->cc.max_pending - c->pending : 0;
+	uint64_t by_bufs = w->cc.max_bufs > c->nbufs ? (uint64_t)(w->cc.max_bufs - c->nbufs) * w->cc.pool.size : 0;
 	uint64_t a = by_bytes < by_bufs ? by_bytes : by_bufs;
 
 	return a > INT32_MAX ? INT32_MAX : (uint32_t)a;
@@ -375,7 +375,7 @@ static void ur_send(struct worker *w, struct conn *c)
 	struct ur *ur = w->be;
 	struct io_uring_sqe *sqe = ur_sqe(w);
 	struct ur_tx *tx = &ur->tx[c->idx];
-	int n = conn_send_iov(w, c, tx->iov, UR_TX_IOV);
+	int n = conn_send_iov(&w->cc, c, tx->iov, UR_TX_IOV);
 	uint32_t len = 0;
 
 	for (int i = 0; i < n; i++)
@@ -410,7 +410,7 @@ static void ur_finish_close(struct worker *w, struct conn *c)
 {
 	ur_unstarve(w, c);
 	if (close(c->fd) < 0) {
-		ctr_add(&w->ctr->op_errors[WOP_CLOSE], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_CLOSE], 1);
 		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
 	}
 	worker_conn_free(w, c);
@@ -487,14 +487,14 @@ static void ur_process(struct worker *w, struct conn *c)
 	}
 	if (w->state == WORKER_HANDOVER && w->quiesce_sent && !(c->flags & CONN_FAILED))
 		return;     /* being handed over: no new op */
-	next = conn_next(w, c);
+	next = conn_next(&w->cc, c);
 	if (next & CONN_NEXT_SHUTDOWN) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
-			ctr_add(&w->ctr->op_errors[WOP_SHUTDOWN], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_SHUTDOWN], 1);
 			log_errno(LOG_DEBUG, errno, "worker %u: shutdown fd %d", w->id, c->fd);
 		}
-		conn_shut_done(w, c);
-		next = conn_next(w, c);
+		conn_shut_done(&w->cc, c);
+		next = conn_next(&w->cc, c);
 	}
 	if (next & CONN_NEXT_CLOSE) {
 		ur_close(w, c);
@@ -511,7 +511,7 @@ static void ur_process(struct worker *w, struct conn *c)
 			   ur_sock_writable(w, c)) {
 			ur_arm_recv_reserve(w, c);
 		} else {
-			ctr_add(&w->ctr->buf_exhausted, 1);
+			ctr_add(&w->cc.ctr->buf_exhausted, 1);
 			c->bstate |= UB_STARVED;
 			ilist_push_tail(w, &ur->starved, c, WAIT);
 		}
@@ -583,11 +583,11 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
 		ur_group_of(ur, bid)->nfree--;
-		w->pool.nfree--;
+		w->cc.pool.nfree--;
 		if (!c || res <= 0) {
-			ur_buf_release(w, bid);     /* never lose a buffer */
+			ur_buf_release(&w->cc, bid);     /* never lose a buffer */
 		} else {
-			conn_received(w, c, bid, 0, (uint32_t)res);
+			conn_received(&w->cc, c, bid, 0, (uint32_t)res);
 		}
 	}
 	if (!c)
@@ -603,19 +603,19 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		return;
 	}
 	if (res == 0) {
-		conn_eof(w, c);
+		conn_eof(&w->cc, c);
 	} else if (res == -ENOBUFS) {
-		ctr_add(&w->ctr->buf_exhausted, 1);
+		ctr_add(&w->cc.ctr->buf_exhausted, 1);
 		if (!more && !(c->bstate & (UB_STARVED | UB_CLOSING))) {
 			c->bstate |= UB_STARVED;
 			ilist_push_tail(w, &ur->starved, c, WAIT);
 		}
 	} else if (res < 0 && res != -ECANCELED) {
-		ctr_add(&w->ctr->op_errors[WOP_RECV], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_RECV], 1);
 		log_errno(LOG_DEBUG, res, "worker %u: recv fd %d", w->id, c->fd);
-		conn_fail(w, c, res);
+		conn_fail(&w->cc, c, res);
 	} else if (res > 0 && !more && !(c->bstate & (UB_CLOSING | UB_ONCE))) {
-		ctr_add(&w->ctr->rearms, 1);   /* multishot ended (its byte limit, ...) */
+		ctr_add(&w->cc.ctr->rearms, 1);   /* multishot ended (its byte limit, ...) */
 	}
 	ur_process(w, c);
 }
@@ -630,16 +630,16 @@ static void ur_on_send(struct worker *w, struct io_uring_cqe *cqe)
 	c->bstate &= ~UB_SEND;
 	if (res > 0) {
 		if (!(c->flags & CONN_FAILED)) {
-			conn_sent(w, c, (uint32_t)res);
+			conn_sent(&w->cc, c, (uint32_t)res);
 			if ((uint32_t)res < c->bdata)
-				conn_send_blocked(w, c);   /* the socket is full */
+				conn_send_blocked(&w->cc, c);   /* the socket is full */
 			else
-				conn_send_whole(w, c);
+				conn_send_whole(&w->cc, c);
 		}
 	} else if (res != -ECANCELED) {
-		ctr_add(&w->ctr->op_errors[WOP_SEND], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_SEND], 1);
 		log_errno(LOG_DEBUG, res ? res : -EIO, "worker %u: send fd %d", w->id, c->fd);
-		conn_fail(w, c, res ? res : -EIO);
+		conn_fail(&w->cc, c, res ? res : -EIO);
 	}
 	ur_process(w, c);
 }
@@ -688,10 +688,10 @@ static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 			return;
 		}
 		if (res != -EAGAIN)
-			ctr_add(&w->ctr->op_errors[WOP_ACCEPT], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_ACCEPT], 1);
 	}
 	if (!ur->accept_armed[i] && w->accepting && worker_accept_allowed(w)) {
-		ctr_add(&w->ctr->rearms, 1);
+		ctr_add(&w->cc.ctr->rearms, 1);
 		ur_arm_accept(w, i);
 	}
 }
@@ -719,7 +719,7 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case UOP_CANCEL:
 		if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY) {
-			ctr_add(&w->ctr->op_errors[WOP_CANCEL], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_CANCEL], 1);
 			log_errno(LOG_DEBUG, cqe->res, "worker %u: async cancel", w->id);
 		}
 		break;
@@ -732,13 +732,13 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 static void ur_feed_starved(struct worker *w)
 {
 	struct ur *ur = w->be;
-	uint32_t budget = w->pool.nfree;
+	uint32_t budget = w->cc.pool.nfree;
 
 	while (budget && !ilist_empty(&ur->starved)) {
 		struct conn *c = ilist_pop(w, &ur->starved, WAIT);
 
 		c->bstate &= ~UB_STARVED;
-		ctr_add(&w->ctr->rearms, 1);
+		ctr_add(&w->cc.ctr->rearms, 1);
 		ur_process(w, c);
 		budget--;
 	}
@@ -818,10 +818,10 @@ static int ur_init(struct worker *w)
 			 w->conn_cap, strerror(-err));
 		goto fail;
 	}
-	ur->resv_first = w->buffer_count - w->buf_reserve;
+	ur->resv_first = w->buffer_count - w->cc.buf_reserve;
 	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
 	if (!err)
-		err = ur_group_setup(w, ur, UR_BGID_RESV, w->buf_reserve);
+		err = ur_group_setup(w, ur, UR_BGID_RESV, w->cc.buf_reserve);
 	if (err)
 		goto fail;
 	ur->mshot_limit = true;     /* until the kernel says otherwise */
@@ -843,15 +843,15 @@ static int ur_init(struct worker *w)
 		 "%s, %s, buffer rings %u + %u reserve x %u bytes%s, restricted",
 		 ur_flags_name(flags),
 		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
-		 ur->resv_first, w->buf_reserve, w->buffer_size,
+		 ur->resv_first, w->cc.buf_reserve, w->buffer_size,
 		 regfd ? ", registered ring fd" : "");
 	ilist_init(&ur->starved);
 	w->be = ur;
-	w->buf_release = ur_buf_release;
+	w->cc.buf_release = ur_buf_release;
 	/* every buffer to the kernel */
-	w->pool.nfree = 0;
+	w->cc.pool.nfree = 0;
 	for (uint32_t b = 0; b < w->buffer_count; b++)
-		ur_buf_release(w, b);
+		ur_buf_release(&w->cc, b);
 	ur_publish_buffers(ur);
 	ur_arm_ctl(w);
 	ur_update_accept(w);
@@ -887,7 +887,7 @@ static int ur_run(struct worker *w)
 			return ret;
 		}
 		if (io_uring_cq_has_overflow(&ur->ring))
-			ctr_add(&w->ctr->cq_overflow, 1);
+			ctr_add(&w->cc.ctr->cq_overflow, 1);
 		io_uring_for_each_cqe(&ur->ring, head, cqe) {
 			ur_handle(w, cqe);
 			n++;
@@ -908,7 +908,7 @@ static void ur_fini(struct worker *w)
 		struct conn *c = &w->conns[w->lru.head];
 
 		ur_unstarve(w, c);
-		conn_fail(w, c, 0);
+		conn_fail(&w->cc, c, 0);
 		close(c->fd);
 		worker_conn_free(w, c);
 	}

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "worker.h"
+#include "counters.h"
 
 /* ---- text buffer ---- */
 
