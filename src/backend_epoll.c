@@ -169,7 +169,7 @@ static bool ep_read(struct worker *w, struct conn *c)
 		 * buffer it just freed while others wait for one */
 		bid = ilist_empty(&ep->waitbuf) || ep->feeding == c ? bufpool_get(&w->cc.pool) : BUF_NONE;
 		if (bid == BUF_NONE) {
-			ctr_add(&w->cc.ctr->buf_exhausted, 1);
+			conn_no_buffer(&w->cc, c);
 			if (c->bstate & EB_READY) {
 				/* one link for both lists: leave the ready list */
 				ilist_remove(w, &ep->ready, c, WAIT);
@@ -181,6 +181,7 @@ static bool ep_read(struct worker *w, struct conn *c)
 			}
 			return false;
 		}
+		conn_got_buffer(c);
 		off = 0;
 		room = w->cc.pool.size;
 	}

@@ -511,7 +511,7 @@ static void ur_process(struct worker *w, struct conn *c)
 			   ur_sock_writable(w, c)) {
 			ur_arm_recv_reserve(w, c);
 		} else {
-			ctr_add(&w->cc.ctr->buf_exhausted, 1);
+			conn_no_buffer(&w->cc, c);
 			c->bstate |= UB_STARVED;
 			ilist_push_tail(w, &ur->starved, c, WAIT);
 		}
@@ -605,7 +605,7 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	if (res == 0) {
 		conn_eof(&w->cc, c);
 	} else if (res == -ENOBUFS) {
-		ctr_add(&w->cc.ctr->buf_exhausted, 1);
+		conn_no_buffer(&w->cc, c);
 		if (!more && !(c->bstate & (UB_STARVED | UB_CLOSING))) {
 			c->bstate |= UB_STARVED;
 			ilist_push_tail(w, &ur->starved, c, WAIT);

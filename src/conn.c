@@ -32,6 +32,7 @@ void conn_received(struct conn_ctx *cc, struct conn *c, uint32_t bid,
 	struct bufpool *p = &cc->pool;
 	struct bufmeta *m;
 
+	conn_got_buffer(c);
 	if (!len || (c->flags & (CONN_WR_SHUT | CONN_FAILED))) {
 		/* nothing to echo: discarded after shut, or on a dying conn */
 		if (len)
@@ -81,6 +82,7 @@ uint32_t conn_tail_room(struct conn_ctx *cc, struct conn *c, uint32_t *bid, uint
 
 void conn_received_tail(struct conn_ctx *cc, struct conn *c, uint32_t n)
 {
+	conn_got_buffer(c);
 	cc->pool.meta[c->q_tail].len += n;
 	conn_account_received(cc, c, n);
 }
@@ -141,6 +143,14 @@ void conn_sent(struct conn_ctx *cc, struct conn *c, uint32_t n)
 		cc->buf_release(cc, b);
 	}
 	/* an empty tail buffer stays queued only if it still has bytes */
+}
+
+void conn_no_buffer(struct conn_ctx *cc, struct conn *c)
+{
+	if (c->flags & CONN_NOBUF)
+		return;       /* still starved: the same event */
+	c->flags |= CONN_NOBUF;
+	ctr_add(&cc->ctr->buf_exhausted, 1);
 }
 
 void conn_send_whole(struct conn_ctx *cc, struct conn *c)

@@ -49,6 +49,8 @@ struct ilist {
 #define CONN_FREEZE     (1u << 6)  /* being handed over: stop reading, keep sending */
 #define CONN_SLOW       (1u << 7)  /* its client did not keep up (a send blocked):
 				      never given the pool's reserve */
+#define CONN_NOBUF      (1u << 8)  /* found no free buffer (counted once), and has
+				      been given none since */
 /* the state a connection keeps when handed to another worker or process */
 #define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN)
 
@@ -108,7 +110,8 @@ struct conn_export {
 /* Queue len bytes received into buffer bid at offset off.  Takes the
  * buffer (it returns to the pool once sent); if the tail buffer has room
  * for a small segment, the bytes are copied there and bid is released at
- * once.  Bytes read after the write side was shut are discarded. */
+ * once.  Bytes read after the write side was shut are discarded.  c was
+ * given a buffer: it is no longer starved. */
 void conn_received(struct conn_ctx *cc, struct conn *c, uint32_t bid,
 		   uint32_t off, uint32_t len);
 
@@ -133,6 +136,17 @@ void conn_sent(struct conn_ctx *cc, struct conn *c, uint32_t n);
 void conn_send_blocked(struct conn_ctx *cc, struct conn *c);
 /* A send the socket took whole: c is no longer slow once its queue is empty. */
 void conn_send_whole(struct conn_ctx *cc, struct conn *c);
+
+/* Buffer exhaustion, counted as events: c wanted to read and found no
+ * free buffer.  Counted when c goes from able to read to starved; not
+ * again while it stays starved (however often the backend looks for a
+ * buffer for it), only once it has been given a buffer in between
+ * (conn_got_buffer, or bytes received). */
+void conn_no_buffer(struct conn_ctx *cc, struct conn *c);
+static inline void conn_got_buffer(struct conn *c)
+{
+	c->flags &= ~CONN_NOBUF;
+}
 
 /* Whether c may take one of the pool's reserve buffers. */
 static inline bool conn_may_use_reserve(const struct conn *c)

@@ -27,7 +27,7 @@ struct worker_counters {
 	_Atomic uint64_t conn_errors;        /* connections closed on an I/O error */
 	_Atomic uint64_t accept_errors[AERR__COUNT];
 	_Atomic uint64_t op_errors[WOP__COUNT];   /* failed syscalls / CQEs, by op */
-	_Atomic uint64_t buf_exhausted;      /* reads that found no free buffer */
+	_Atomic uint64_t buf_exhausted;      /* times a connection found no free buffer */
 	_Atomic uint64_t cq_overflow;        /* io_uring only */
 	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
 	_Atomic uint64_t current;            /* connections open now (a gauge: last) */

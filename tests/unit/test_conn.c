@@ -356,6 +356,45 @@ static void test_reserve(void)
 	ctx_unmake(&cc);
 }
 
+/* Buffer exhaustion counts events: a connection that stays starved is
+ * counted once, however often the backend looks for a buffer for it;
+ * again only after it was given one. */
+static void test_exhaustion_events(void)
+{
+	struct conn_ctx cc;
+	struct conn slots[2], *a, *b;
+	int fa, fb;
+
+	ctx_make(&cc, 16, 1024, 65536);
+	a = conn_open(&cc, &slots[0], fa = sockfd());
+	b = conn_open(&cc, &slots[1], fb = sockfd());
+	for (int i = 0; i < 100; i++)
+		conn_no_buffer(&cc, a);            /* every walk of a starved list */
+	tap_ok(ctr_get(&ctr.buf_exhausted) == 1, "exhaustion: a starved connection counts once "
+	       "(%llu after 100 looks)", (unsigned long long)ctr_get(&ctr.buf_exhausted));
+	conn_no_buffer(&cc, b);
+	tap_ok(ctr_get(&ctr.buf_exhausted) == 2, "exhaustion: another connection is another event");
+	conn_got_buffer(a);
+	conn_no_buffer(&cc, a);
+	conn_no_buffer(&cc, a);
+	tap_ok(ctr_get(&ctr.buf_exhausted) == 3, "exhaustion: given a buffer, then starved again: "
+	       "one more event");
+	conn_received(&cc, a, bufpool_get(&cc.pool), 0, 10);
+	conn_no_buffer(&cc, a);
+	conn_no_buffer(&cc, b);                    /* b is still starved */
+	conn_received(&cc, b, bufpool_get(&cc.pool), 0, 600);
+	conn_no_buffer(&cc, b);
+	conn_received_tail(&cc, b, 5);             /* a read into its tail room */
+	conn_no_buffer(&cc, b);
+	tap_ok(ctr_get(&ctr.buf_exhausted) == 6, "exhaustion: bytes received end the starvation too "
+	       "(%llu)", (unsigned long long)ctr_get(&ctr.buf_exhausted));
+	conn_close(&cc, a);
+	conn_close(&cc, b);
+	close(fa);
+	close(fb);
+	ctx_unmake(&cc);
+}
+
 int main(void)
 {
 	test_echo("1 byte", 1, 4096, 4096, 0, 64, 4096, 65536);
@@ -369,5 +408,6 @@ int main(void)
 	test_backpressure();
 	test_drain();
 	test_reserve();
+	test_exhaustion_events();
 	return tap_done();
 }
