@@ -2,8 +2,9 @@
  *
  * A backend does the I/O of one worker; the echo semantics live in
  * conn.c and the policies (accept limits, idle timeouts, drain) in
- * worker.c.  Nothing outside a backend's own file includes sys/epoll.h
- * or liburing.h.  All functions run in the worker's thread, except
+ * worker.c and worker_conns.c.  Nothing outside a backend's own files
+ * (backend_NAME*.c and its private header) includes sys/epoll.h or
+ * liburing.h.  All functions run in the worker's thread, except
  * probe(), which the main thread calls before workers start.
  *
  * The backend's loop, in outline:

@@ -55,9 +55,9 @@ static inline uint64_t conn_key(const struct conn *c)
 	return (uint64_t)c->idx | ((uint64_t)c->gen << 32);
 }
 
-static void ep_buf_release(struct worker *w, uint32_t bid)
+static void ep_buf_release(struct conn_ctx *cc, uint32_t bid)
 {
-	bufpool_put(&w->pool, bid);
+	bufpool_put(&cc->pool, bid);
 }
 
 static int ep_probe(const struct echod_config *cfg, char *why, size_t whylen)
@@ -114,7 +114,7 @@ static void ep_close(struct worker *w, struct conn *c)
 	if (c->bstate & EB_READY)
 		ilist_remove(w, &ep->ready, c, WAIT);
 	if (close(c->fd) < 0) {
-		ctr_add(&w->ctr->op_errors[WOP_CLOSE], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_CLOSE], 1);
 		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
 	}
 	worker_conn_free(w, c);
@@ -127,16 +127,16 @@ static void ep_send(struct worker *w, struct conn *c)
 	struct msghdr msg = { .msg_iov = iov };
 	ssize_t n;
 
-	msg.msg_iovlen = (size_t)conn_send_iov(w, c, iov, EP_IOV_MAX);
+	msg.msg_iovlen = (size_t)conn_send_iov(&w->cc, c, iov, EP_IOV_MAX);
 	n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			c->bstate &= ~EB_WRITABLE;
-			conn_send_blocked(w, c);
+			conn_send_blocked(&w->cc, c);
 		} else if (errno != EINTR) {
-			ctr_add(&w->ctr->op_errors[WOP_SEND], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_SEND], 1);
 			log_errno(LOG_DEBUG, errno, "worker %u: sendmsg fd %d", w->id, c->fd);
-			conn_fail(w, c, -errno);
+			conn_fail(&w->cc, c, -errno);
 		}
 		return;
 	}
@@ -144,12 +144,12 @@ static void ep_send(struct worker *w, struct conn *c)
 
 	for (size_t i = 0; i < msg.msg_iovlen; i++)
 		want += iov[i].iov_len;
-	conn_sent(w, c, (uint32_t)n);
+	conn_sent(&w->cc, c, (uint32_t)n);
 	if ((size_t)n < want) {
 		c->bstate &= ~EB_WRITABLE;   /* short send: the socket is full */
-		conn_send_blocked(w, c);
+		conn_send_blocked(&w->cc, c);
 	} else {
-		conn_send_whole(w, c);
+		conn_send_whole(&w->cc, c);
 	}
 }
 
@@ -161,15 +161,15 @@ static bool ep_read(struct worker *w, struct conn *c)
 	bool tail = false;
 	ssize_t n;
 
-	room = conn_tail_room(w, c, &bid, &off);
-	if (room >= w->pool.size / 4) {
+	room = conn_tail_room(&w->cc, c, &bid, &off);
+	if (room >= w->cc.pool.size / 4) {
 		tail = true;
 	} else {
 		/* waiters first: a running connection must not take back the
 		 * buffer it just freed while others wait for one */
-		bid = ilist_empty(&ep->waitbuf) || ep->feeding == c ? bufpool_get(&w->pool) : BUF_NONE;
+		bid = ilist_empty(&ep->waitbuf) || ep->feeding == c ? bufpool_get(&w->cc.pool) : BUF_NONE;
 		if (bid == BUF_NONE) {
-			ctr_add(&w->ctr->buf_exhausted, 1);
+			conn_no_buffer(&w->cc, c);
 			if (c->bstate & EB_READY) {
 				/* one link for both lists: leave the ready list */
 				ilist_remove(w, &ep->ready, c, WAIT);
@@ -181,15 +181,16 @@ static bool ep_read(struct worker *w, struct conn *c)
 			}
 			return false;
 		}
+		conn_got_buffer(c);
 		off = 0;
-		room = w->pool.size;
+		room = w->cc.pool.size;
 	}
-	n = recv(c->fd, bufpool_ptr(&w->pool, bid) + off, room, MSG_DONTWAIT);
+	n = recv(c->fd, bufpool_ptr(&w->cc.pool, bid) + off, room, MSG_DONTWAIT);
 	if (n > 0) {
 		if (tail)
-			conn_received_tail(w, c, (uint32_t)n);
+			conn_received_tail(&w->cc, c, (uint32_t)n);
 		else
-			conn_received(w, c, bid, 0, (uint32_t)n);
+			conn_received(&w->cc, c, bid, 0, (uint32_t)n);
 		/* a short read drained the socket, unless the FIN is still
 		 * to be read: edge-triggered, no new event would announce it */
 		if ((uint32_t)n < room && !(c->bstate & EB_RDHUP))
@@ -197,16 +198,16 @@ static bool ep_read(struct worker *w, struct conn *c)
 		return true;
 	}
 	if (!tail)
-		bufpool_put(&w->pool, bid);
+		bufpool_put(&w->cc.pool, bid);
 	if (n == 0) {
-		conn_eof(w, c);
+		conn_eof(&w->cc, c);
 		c->bstate &= ~EB_READABLE;
 	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 		c->bstate &= ~EB_READABLE;
 	} else if (errno != EINTR) {
-		ctr_add(&w->ctr->op_errors[WOP_RECV], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_RECV], 1);
 		log_errno(LOG_DEBUG, errno, "worker %u: recv fd %d", w->id, c->fd);
-		conn_fail(w, c, -errno);
+		conn_fail(&w->cc, c, -errno);
 	}
 	return false;
 }
@@ -218,7 +219,7 @@ static void ep_process(struct worker *w, struct conn *c)
 	unsigned budget = EP_READ_BUDGET;
 
 	for (;;) {
-		unsigned next = conn_next(w, c);
+		unsigned next = conn_next(&w->cc, c);
 		bool progress = false;
 
 		if (next & CONN_NEXT_CLOSE) {
@@ -233,10 +234,10 @@ static void ep_process(struct worker *w, struct conn *c)
 		}
 		if (next & CONN_NEXT_SHUTDOWN) {
 			if (shutdown(c->fd, SHUT_WR) < 0) {
-				ctr_add(&w->ctr->op_errors[WOP_SHUTDOWN], 1);
+				ctr_add(&w->cc.ctr->op_errors[WOP_SHUTDOWN], 1);
 				log_errno(LOG_DEBUG, errno, "worker %u: shutdown fd %d", w->id, c->fd);
 			}
-			conn_shut_done(w, c);
+			conn_shut_done(&w->cc, c);
 			progress = true;
 		}
 		if (!progress && (next & CONN_NEXT_READ) && (c->bstate & EB_READABLE)
@@ -274,7 +275,7 @@ static void ep_adopt_conn(struct worker *w, struct conn *c)
 	c->bstate = EB_READABLE | EB_WRITABLE;
 	if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
 		log_errno(LOG_ERR, errno, "worker %u: epoll_ctl ADD handed-over fd %d", w->id, c->fd);
-		conn_fail(w, c, -errno);
+		conn_fail(&w->cc, c, -errno);
 	}
 	ep_process(w, c);
 }
@@ -322,9 +323,9 @@ static void ep_accept(struct worker *w, int lfd)
 		ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 		ev.data.u64 = (TAG_CONN << TAG_SHIFT) | conn_key(c);
 		if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			ctr_add(&w->ctr->op_errors[WOP_ACCEPT], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_ACCEPT], 1);
 			log_errno(LOG_ERR, errno, "worker %u: epoll_ctl ADD fd %d", w->id, fd);
-			conn_fail(w, c, -errno);
+			conn_fail(&w->cc, c, -errno);
 			ep_close(w, c);
 		}
 	}
@@ -350,7 +351,7 @@ static void ep_feed_waiters(struct worker *w)
 {
 	struct ep *ep = w->be;
 
-	while (w->pool.nfree && !ilist_empty(&ep->waitbuf)) {
+	while (w->cc.pool.nfree && !ilist_empty(&ep->waitbuf)) {
 		struct conn *c = ilist_pop(w, &ep->waitbuf, WAIT);
 
 		c->bstate &= ~EB_WAITBUF;
@@ -393,7 +394,7 @@ static int ep_init(struct worker *w)
 	ilist_init(&ep->waitbuf);
 	ilist_init(&ep->ready);
 	w->be = ep;
-	w->buf_release = ep_buf_release;
+	w->cc.buf_release = ep_buf_release;
 	if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, w->ctl_fd, &ev) < 0) {
 		int err = -errno;
 
@@ -453,7 +454,7 @@ static void ep_fini(struct worker *w)
 	while (!ilist_empty(&w->lru)) {
 		struct conn *c = &w->conns[w->lru.head];
 
-		conn_fail(w, c, 0);
+		conn_fail(&w->cc, c, 0);
 		ep_close(w, c);
 	}
 	close(ep->epfd);

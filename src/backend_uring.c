@@ -11,35 +11,26 @@
  *
  * The ring is created in the worker's thread, disabled, with
  * SINGLE_ISSUER + DEFER_TASKRUN (or COOP_TASKRUN on older kernels),
- * restricted to the ops used here, then enabled; its fd is registered.
+ * restricted to the ops used here, then enabled; its fd is registered
+ * (backend_uring_setup.c).
  * Buffer exhaustion (-ENOBUFS) ends a connection's multishot recv: the
  * connection waits on a list and is re-armed only as buffers come back.
  */
+#include "backend_uring.h"
+
 #include <errno.h>
-#include <liburing.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "backend.h"
 #include "conn.h"
 #include "log.h"
 #include "worker.h"
-
-#define UR_SQ_ENTRIES  1024
-#define UR_CQ_ENTRIES  16384
-#define UR_BGID_MAIN   0       /* most of the pool: multishot receives */
-#define UR_BGID_RESV   1       /* the reserve: one buffer at a time, only for
-				* connections holding none, so clients that
-				* never read cannot pin every buffer */
-#define UR_TX_IOV      8       /* buffers one send may gather (sendmsg) */
 
 enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL, UOP_POLL };
 
@@ -67,184 +58,6 @@ static inline enum ur_op ud_op(uint64_t ud) { return (enum ur_op)(ud >> 56); }
 static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & CONN_GEN_MASK; }
 static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
 
-/* A send gathering several buffers: the kernel reads msg and iov while
- * the send is in flight, so each connection slot has its own. */
-struct ur_tx {
-	struct msghdr msg;
-	struct iovec iov[UR_TX_IOV];
-};
-
-/* A provided-buffer ring registered as one buffer group. */
-struct ur_group {
-	struct io_uring_buf_ring *br;
-	size_t maplen;
-	int mask;
-	int pending;                    /* buffers added, not yet published */
-	uint32_t nfree;                 /* buffers the kernel may pick */
-};
-
-struct ur {
-	struct io_uring ring;
-	struct ur_group g[2];           /* UR_BGID_MAIN, UR_BGID_RESV */
-	uint32_t resv_first;            /* bids from here on belong to the reserve */
-	bool mshot_limit;               /* kernel takes a multishot recv byte limit */
-	bool accept_armed[LISTEN_MAX];
-	uint64_t ctl_val;               /* the eventfd read lands here */
-	struct ilist starved;           /* connections waiting for buffers */
-	struct ur_tx *tx;               /* one per connection slot, touched as used */
-	size_t tx_maplen;
-	char features[160];
-};
-
-/* ---- ring set-up, shared by the probe and the workers ---- */
-
-static const unsigned ur_setup_flags[] = {
-	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-	0,
-};
-
-static const char *ur_flags_name(unsigned flags)
-{
-	if (flags & IORING_SETUP_DEFER_TASKRUN)
-		return "SINGLE_ISSUER+DEFER_TASKRUN";
-	if (flags & IORING_SETUP_COOP_TASKRUN)
-		return "COOP_TASKRUN";
-	return "no task-run flags";
-}
-
-/* CQ size: UR_CQ_ENTRIES, or ECHOD_URING_CQ_ENTRIES (16..65536), a knob
- * for tests (forcing CQ overflow) and for tuning. */
-static unsigned ur_cq_entries(void)
-{
-	const char *s = getenv("ECHOD_URING_CQ_ENTRIES");
-	char *end;
-	unsigned long v;
-
-	if (!s || !*s)
-		return UR_CQ_ENTRIES;
-	v = strtoul(s, &end, 10);
-	if (*end || v < 16 || v > 65536) {
-		log_warning("ECHOD_URING_CQ_ENTRIES=%s: not in 16..65536, using %u", s, UR_CQ_ENTRIES);
-		return UR_CQ_ENTRIES;
-	}
-	return (unsigned)v;
-}
-
-/* Create a ring with the best flags the kernel takes.  extra is OR'ed
- * in (R_DISABLED).  Returns 0 or -errno; *used gets the flags. */
-static int ur_ring_create(struct io_uring *ring, unsigned extra, unsigned *used)
-{
-	unsigned cq = ur_cq_entries(), sq = cq < UR_SQ_ENTRIES ? cq : UR_SQ_ENTRIES;
-	int err = -EINVAL;
-
-	for (size_t i = 0; i < sizeof(ur_setup_flags) / sizeof(ur_setup_flags[0]); i++) {
-		struct io_uring_params p;
-
-		memset(&p, 0, sizeof(p));
-		p.flags = ur_setup_flags[i] | extra | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
-		p.cq_entries = cq;
-		err = io_uring_queue_init_params(sq, ring, &p);
-		if (err == 0) {
-			*used = p.flags;
-			return 0;
-		}
-		if (err != -EINVAL)
-			return err;
-	}
-	return err;
-}
-
-/* Debian's liburing 2.3 declares io_uring_register_restrictions() and
- * io_uring_enable_rings() but does not export them: call the syscall. */
-static int ur_register(struct io_uring *ring, unsigned op, const void *arg, unsigned nr)
-{
-	long ret = syscall(__NR_io_uring_register, ring->ring_fd, op, arg, nr);
-
-	return ret < 0 ? -errno : 0;
-}
-
-/* The ops echod submits, and nothing else. */
-static int ur_restrict(struct io_uring *ring)
-{
-	static const uint8_t ops[] = {
-		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_READ, IORING_OP_POLL_ADD,
-		IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
-	};
-	struct io_uring_restriction res[sizeof(ops) + 2];
-	unsigned n = 0;
-
-	memset(res, 0, sizeof(res));
-	for (size_t i = 0; i < sizeof(ops); i++) {
-		res[n].opcode = IORING_RESTRICTION_SQE_OP;
-		res[n++].sqe_op = ops[i];
-	}
-	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-	res[n++].sqe_flags = IOSQE_BUFFER_SELECT;
-	res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
-	res[n++].register_op = IORING_UNREGISTER_RING_FDS;
-	return ur_register(ring, IORING_REGISTER_RESTRICTIONS, res, n);
-}
-
-static bool kernel_at_least(int major, int minor)
-{
-	struct utsname u;
-	int ma = 0, mi = 0;
-
-	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
-		return false;
-	return ma > major || (ma == major && mi >= minor);
-}
-
-static const char *errno_hint(int err)
-{
-	switch (err) {
-	case -EPERM:  return " (kernel.io_uring_disabled, or a seccomp filter)";
-	case -ENOSYS: return " (kernel without io_uring)";
-	case -EINVAL: return " (kernel too old for the flags used)";
-	case -ENOMEM: return " (locked memory limit, RLIMIT_MEMLOCK)";
-	default:      return "";
-	}
-}
-
-static int ur_probe(const struct echod_config *cfg, char *why, size_t whylen)
-{
-	static const uint8_t needed[] = { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND,
-					  IORING_OP_READ, IORING_OP_ASYNC_CANCEL };
-	struct io_uring ring;
-	struct io_uring_probe *probe;
-	unsigned flags;
-	int err;
-
-	(void)cfg;
-	err = ur_ring_create(&ring, 0, &flags);
-	if (err) {
-		snprintf(why, whylen, "io_uring_queue_init: %s%s", strerror(-err), errno_hint(err));
-		return err;
-	}
-	probe = io_uring_get_probe_ring(&ring);
-	if (!probe) {
-		snprintf(why, whylen, "IORING_REGISTER_PROBE failed");
-		io_uring_queue_exit(&ring);
-		return -ENOTSUP;
-	}
-	for (size_t i = 0; i < sizeof(needed); i++) {
-		if (!io_uring_opcode_supported(probe, needed[i])) {
-			snprintf(why, whylen, "io_uring op %u not supported by this kernel", needed[i]);
-			io_uring_free_probe(probe);
-			io_uring_queue_exit(&ring);
-			return -ENOTSUP;
-		}
-	}
-	io_uring_free_probe(probe);
-	io_uring_queue_exit(&ring);
-	/* multishot recv with provided buffer rings: 6.0 */
-	if (!kernel_at_least(6, 0)) {
-		snprintf(why, whylen, "kernel older than 6.0: no multishot recv");
-		return -ENOTSUP;
-	}
-	return 0;
-}
 
 /* ---- submission helpers ---- */
 
@@ -283,15 +96,15 @@ static inline struct ur_group *ur_group_of(struct ur *ur, uint32_t bid)
 	return &ur->g[bid >= ur->resv_first ? UR_BGID_RESV : UR_BGID_MAIN];
 }
 
-static void ur_buf_release(struct worker *w, uint32_t bid)
+static void ur_buf_release(struct conn_ctx *cc, uint32_t bid)
 {
-	struct ur *ur = w->be;
+	struct ur *ur = worker_of(cc)->be;
 	struct ur_group *g = ur_group_of(ur, bid);
 
-	io_uring_buf_ring_add(g->br, bufpool_ptr(&w->pool, bid), w->pool.size,
+	io_uring_buf_ring_add(g->br, bufpool_ptr(&cc->pool, bid), cc->pool.size,
 			      (unsigned short)bid, g->mask, g->pending++);
 	g->nfree++;
-	w->pool.nfree++;
+	cc->pool.nfree++;
 }
 
 static void ur_arm_accept(struct worker *w, unsigned i)
@@ -325,8 +138,8 @@ static void ur_arm_ctl(struct worker *w)
 /* Bytes c may still take before backpressure stops it. */
 static uint32_t ur_allowance(struct worker *w, const struct conn *c)
 {
-	uint64_t by_bytes = w->params.max_pending > c->pending ? w->params.max_pending - c->pending : 0;
-	uint64_t by_bufs = w->max_bufs > c->nbufs ? (uint64_t)(w->max_bufs - c->nbufs) * w->pool.size : 0;
+	uint64_t by_bytes = w->cc.max_pending > c->pending ? w->cc.max_pending - c->pending : 0;
+	uint64_t by_bufs = w->cc.max_bufs > c->nbufs ? (uint64_t)(w->cc.max_bufs - c->nbufs) * w->cc.pool.size : 0;
 	uint64_t a = by_bytes < by_bufs ? by_bytes : by_bufs;
 
 	return a > INT32_MAX ? INT32_MAX : (uint32_t)a;
@@ -375,7 +188,7 @@ static void ur_send(struct worker *w, struct conn *c)
 	struct ur *ur = w->be;
 	struct io_uring_sqe *sqe = ur_sqe(w);
 	struct ur_tx *tx = &ur->tx[c->idx];
-	int n = conn_send_iov(w, c, tx->iov, UR_TX_IOV);
+	int n = conn_send_iov(&w->cc, c, tx->iov, UR_TX_IOV);
 	uint32_t len = 0;
 
 	for (int i = 0; i < n; i++)
@@ -410,7 +223,7 @@ static void ur_finish_close(struct worker *w, struct conn *c)
 {
 	ur_unstarve(w, c);
 	if (close(c->fd) < 0) {
-		ctr_add(&w->ctr->op_errors[WOP_CLOSE], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_CLOSE], 1);
 		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
 	}
 	worker_conn_free(w, c);
@@ -487,14 +300,14 @@ static void ur_process(struct worker *w, struct conn *c)
 	}
 	if (w->state == WORKER_HANDOVER && w->quiesce_sent && !(c->flags & CONN_FAILED))
 		return;     /* being handed over: no new op */
-	next = conn_next(w, c);
+	next = conn_next(&w->cc, c);
 	if (next & CONN_NEXT_SHUTDOWN) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
-			ctr_add(&w->ctr->op_errors[WOP_SHUTDOWN], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_SHUTDOWN], 1);
 			log_errno(LOG_DEBUG, errno, "worker %u: shutdown fd %d", w->id, c->fd);
 		}
-		conn_shut_done(w, c);
-		next = conn_next(w, c);
+		conn_shut_done(&w->cc, c);
+		next = conn_next(&w->cc, c);
 	}
 	if (next & CONN_NEXT_CLOSE) {
 		ur_close(w, c);
@@ -511,7 +324,7 @@ static void ur_process(struct worker *w, struct conn *c)
 			   ur_sock_writable(w, c)) {
 			ur_arm_recv_reserve(w, c);
 		} else {
-			ctr_add(&w->ctr->buf_exhausted, 1);
+			conn_no_buffer(&w->cc, c);
 			c->bstate |= UB_STARVED;
 			ilist_push_tail(w, &ur->starved, c, WAIT);
 		}
@@ -583,11 +396,11 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
 		ur_group_of(ur, bid)->nfree--;
-		w->pool.nfree--;
+		w->cc.pool.nfree--;
 		if (!c || res <= 0) {
-			ur_buf_release(w, bid);     /* never lose a buffer */
+			ur_buf_release(&w->cc, bid);     /* never lose a buffer */
 		} else {
-			conn_received(w, c, bid, 0, (uint32_t)res);
+			conn_received(&w->cc, c, bid, 0, (uint32_t)res);
 		}
 	}
 	if (!c)
@@ -603,19 +416,19 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		return;
 	}
 	if (res == 0) {
-		conn_eof(w, c);
+		conn_eof(&w->cc, c);
 	} else if (res == -ENOBUFS) {
-		ctr_add(&w->ctr->buf_exhausted, 1);
+		conn_no_buffer(&w->cc, c);
 		if (!more && !(c->bstate & (UB_STARVED | UB_CLOSING))) {
 			c->bstate |= UB_STARVED;
 			ilist_push_tail(w, &ur->starved, c, WAIT);
 		}
 	} else if (res < 0 && res != -ECANCELED) {
-		ctr_add(&w->ctr->op_errors[WOP_RECV], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_RECV], 1);
 		log_errno(LOG_DEBUG, res, "worker %u: recv fd %d", w->id, c->fd);
-		conn_fail(w, c, res);
+		conn_fail(&w->cc, c, res);
 	} else if (res > 0 && !more && !(c->bstate & (UB_CLOSING | UB_ONCE))) {
-		ctr_add(&w->ctr->rearms, 1);   /* multishot ended (its byte limit, ...) */
+		ctr_add(&w->cc.ctr->rearms, 1);   /* multishot ended (its byte limit, ...) */
 	}
 	ur_process(w, c);
 }
@@ -630,16 +443,16 @@ static void ur_on_send(struct worker *w, struct io_uring_cqe *cqe)
 	c->bstate &= ~UB_SEND;
 	if (res > 0) {
 		if (!(c->flags & CONN_FAILED)) {
-			conn_sent(w, c, (uint32_t)res);
+			conn_sent(&w->cc, c, (uint32_t)res);
 			if ((uint32_t)res < c->bdata)
-				conn_send_blocked(w, c);   /* the socket is full */
+				conn_send_blocked(&w->cc, c);   /* the socket is full */
 			else
-				conn_send_whole(w, c);
+				conn_send_whole(&w->cc, c);
 		}
 	} else if (res != -ECANCELED) {
-		ctr_add(&w->ctr->op_errors[WOP_SEND], 1);
+		ctr_add(&w->cc.ctr->op_errors[WOP_SEND], 1);
 		log_errno(LOG_DEBUG, res ? res : -EIO, "worker %u: send fd %d", w->id, c->fd);
-		conn_fail(w, c, res ? res : -EIO);
+		conn_fail(&w->cc, c, res ? res : -EIO);
 	}
 	ur_process(w, c);
 }
@@ -688,10 +501,10 @@ static void ur_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 			return;
 		}
 		if (res != -EAGAIN)
-			ctr_add(&w->ctr->op_errors[WOP_ACCEPT], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_ACCEPT], 1);
 	}
 	if (!ur->accept_armed[i] && w->accepting && worker_accept_allowed(w)) {
-		ctr_add(&w->ctr->rearms, 1);
+		ctr_add(&w->cc.ctr->rearms, 1);
 		ur_arm_accept(w, i);
 	}
 }
@@ -719,7 +532,7 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case UOP_CANCEL:
 		if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY) {
-			ctr_add(&w->ctr->op_errors[WOP_CANCEL], 1);
+			ctr_add(&w->cc.ctr->op_errors[WOP_CANCEL], 1);
 			log_errno(LOG_DEBUG, cqe->res, "worker %u: async cancel", w->id);
 		}
 		break;
@@ -732,13 +545,13 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 static void ur_feed_starved(struct worker *w)
 {
 	struct ur *ur = w->be;
-	uint32_t budget = w->pool.nfree;
+	uint32_t budget = w->cc.pool.nfree;
 
 	while (budget && !ilist_empty(&ur->starved)) {
 		struct conn *c = ilist_pop(w, &ur->starved, WAIT);
 
 		c->bstate &= ~UB_STARVED;
-		ctr_add(&w->ctr->rearms, 1);
+		ctr_add(&w->cc.ctr->rearms, 1);
 		ur_process(w, c);
 		budget--;
 	}
@@ -746,121 +559,26 @@ static void ur_feed_starved(struct worker *w)
 
 /* ---- lifecycle ---- */
 
-static void ur_free(struct ur *ur)
-{
-	for (int i = 0; i < 2; i++)
-		if (ur->g[i].br)
-			munmap(ur->g[i].br, ur->g[i].maplen);
-	if (ur->tx)
-		munmap(ur->tx, ur->tx_maplen);
-	free(ur);
-}
-
-/* Map and register the ring of group bgid for up to n buffers. */
-static int ur_group_setup(struct worker *w, struct ur *ur, int bgid, uint32_t n)
-{
-	struct ur_group *g = &ur->g[bgid];
-	struct io_uring_buf_reg reg;
-	unsigned entries = 1;
-	int err;
-
-	while (entries < n)
-		entries <<= 1;
-	g->mask = io_uring_buf_ring_mask(entries);
-	g->maplen = entries * sizeof(struct io_uring_buf);
-	g->br = mmap(NULL, g->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (g->br == MAP_FAILED) {
-		err = -errno;
-		g->br = NULL;
-		snprintf(w->init_error, sizeof(w->init_error), "mmap buffer ring: %s", strerror(-err));
-		return err;
-	}
-	io_uring_buf_ring_init(g->br);
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (unsigned long)g->br;
-	reg.ring_entries = entries;
-	reg.bgid = (uint16_t)bgid;
-	err = io_uring_register_buf_ring(&ur->ring, &reg, 0);
-	if (err)
-		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register_buf_ring: %s",
-			 strerror(-err));
-	return err;
-}
-
 static int ur_init(struct worker *w)
 {
 	struct ur *ur;
-	unsigned flags;
 	int err;
 
-	if (w->buffer_count > 32768) {
-		snprintf(w->init_error, sizeof(w->init_error),
-			 "buffer_count %u above the io_uring limit 32768", w->buffer_count);
-		return -EINVAL;
-	}
-	ur = calloc(1, sizeof(*ur));
-	if (!ur)
-		return -ENOMEM;
-	err = ur_ring_create(&ur->ring, IORING_SETUP_R_DISABLED, &flags);
-	if (err) {
-		snprintf(w->init_error, sizeof(w->init_error), "io_uring_queue_init: %s%s",
-			 strerror(-err), errno_hint(err));
-		free(ur);
-		return err;
-	}
-	ur->tx_maplen = (size_t)w->conn_cap * sizeof(struct ur_tx);
-	ur->tx = mmap(NULL, ur->tx_maplen, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (ur->tx == MAP_FAILED) {
-		err = -errno;
-		ur->tx = NULL;
-		snprintf(w->init_error, sizeof(w->init_error), "mmap of %u send slots: %s",
-			 w->conn_cap, strerror(-err));
-		goto fail;
-	}
-	ur->resv_first = w->buffer_count - w->buf_reserve;
-	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
-	if (!err)
-		err = ur_group_setup(w, ur, UR_BGID_RESV, w->buf_reserve);
+	err = ur_setup(w, &ur);
 	if (err)
-		goto fail;
-	ur->mshot_limit = true;     /* until the kernel says otherwise */
-	bool regfd = io_uring_register_ring_fd(&ur->ring) == 1;
-
-	err = ur_restrict(&ur->ring);
-	if (err) {
-		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_RESTRICTIONS: %s",
-			 strerror(-err));
-		goto fail;
-	}
-	err = ur_register(&ur->ring, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
-	if (err) {
-		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_ENABLE_RINGS: %s",
-			 strerror(-err));
-		goto fail;
-	}
-	snprintf(ur->features, sizeof(ur->features),
-		 "%s, %s, buffer rings %u + %u reserve x %u bytes%s, restricted",
-		 ur_flags_name(flags),
-		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
-		 ur->resv_first, w->buf_reserve, w->buffer_size,
-		 regfd ? ", registered ring fd" : "");
+		return err;
 	ilist_init(&ur->starved);
 	w->be = ur;
-	w->buf_release = ur_buf_release;
+	w->cc.buf_release = ur_buf_release;
 	/* every buffer to the kernel */
-	w->pool.nfree = 0;
+	w->cc.pool.nfree = 0;
 	for (uint32_t b = 0; b < w->buffer_count; b++)
-		ur_buf_release(w, b);
+		ur_buf_release(&w->cc, b);
 	ur_publish_buffers(ur);
 	ur_arm_ctl(w);
 	ur_update_accept(w);
 	log_info("worker %u: io_uring: %s", w->id, ur->features);
 	return 0;
-fail:
-	io_uring_queue_exit(&ur->ring);
-	ur_free(ur);
-	return err;
 }
 
 static int ur_run(struct worker *w)
@@ -887,7 +605,7 @@ static int ur_run(struct worker *w)
 			return ret;
 		}
 		if (io_uring_cq_has_overflow(&ur->ring))
-			ctr_add(&w->ctr->cq_overflow, 1);
+			ctr_add(&w->cc.ctr->cq_overflow, 1);
 		io_uring_for_each_cqe(&ur->ring, head, cqe) {
 			ur_handle(w, cqe);
 			n++;
@@ -908,12 +626,11 @@ static void ur_fini(struct worker *w)
 		struct conn *c = &w->conns[w->lru.head];
 
 		ur_unstarve(w, c);
-		conn_fail(w, c, 0);
+		conn_fail(&w->cc, c, 0);
 		close(c->fd);
 		worker_conn_free(w, c);
 	}
-	io_uring_queue_exit(&ur->ring);
-	ur_free(ur);
+	ur_teardown(ur);
 	w->be = NULL;
 }
 
@@ -929,3 +646,4 @@ const struct backend_ops backend_io_uring = {
 	.accept_busy = ur_accept_busy,
 	.fini = ur_fini,
 };
+

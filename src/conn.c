@@ -5,31 +5,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "worker.h"
-
 /* A segment this small is copied into the tail buffer's free room rather
  * than holding a buffer of its own, so that a client sending tiny pieces
  * cannot pin one buffer per piece. */
 #define COALESCE_MAX 512
 
-static void conn_account_received(struct worker *w, struct conn *c, uint32_t len)
+void conn_touch(struct conn_ctx *cc, struct conn *c)
 {
-	c->pending += len;
-	ctr_add(&w->ctr->bytes_received, len);
-	worker_conn_touch(w, c);
+	if (c->last_active == cc->now_ms)
+		return;           /* order kept: the clock has not moved */
+	c->last_active = cc->now_ms;
+	if (cc->touch)
+		cc->touch(cc, c);
 }
 
-void conn_received(struct worker *w, struct conn *c, uint32_t bid,
+static void conn_account_received(struct conn_ctx *cc, struct conn *c, uint32_t len)
+{
+	c->pending += len;
+	ctr_add(&cc->ctr->bytes_received, len);
+	conn_touch(cc, c);
+}
+
+void conn_received(struct conn_ctx *cc, struct conn *c, uint32_t bid,
 		   uint32_t off, uint32_t len)
 {
-	struct bufpool *p = &w->pool;
+	struct bufpool *p = &cc->pool;
 	struct bufmeta *m;
 
+	conn_got_buffer(c);
 	if (!len || (c->flags & (CONN_WR_SHUT | CONN_FAILED))) {
 		/* nothing to echo: discarded after shut, or on a dying conn */
 		if (len)
-			ctr_add(&w->ctr->bytes_discarded, len);
-		w->buf_release(w, bid);
+			ctr_add(&cc->ctr->bytes_discarded, len);
+		cc->buf_release(cc, bid);
 		return;
 	}
 	if (c->q_tail != BUF_NONE && len <= COALESCE_MAX) {
@@ -40,8 +48,8 @@ void conn_received(struct worker *w, struct conn *c, uint32_t bid,
 			memcpy(bufpool_ptr(p, c->q_tail) + end,
 			       bufpool_ptr(p, bid) + off, len);
 			t->len += len;
-			w->buf_release(w, bid);
-			conn_account_received(w, c, len);
+			cc->buf_release(cc, bid);
+			conn_account_received(cc, c, len);
 			return;
 		}
 	}
@@ -55,32 +63,33 @@ void conn_received(struct worker *w, struct conn *c, uint32_t bid,
 		p->meta[c->q_tail].next = bid;
 	c->q_tail = bid;
 	c->nbufs++;
-	conn_account_received(w, c, len);
+	conn_account_received(cc, c, len);
 }
 
-uint32_t conn_tail_room(struct worker *w, struct conn *c, uint32_t *bid, uint32_t *off)
+uint32_t conn_tail_room(struct conn_ctx *cc, struct conn *c, uint32_t *bid, uint32_t *off)
 {
 	struct bufmeta *t;
 	uint32_t end;
 
 	if (c->q_tail == BUF_NONE)
 		return 0;
-	t = &w->pool.meta[c->q_tail];
+	t = &cc->pool.meta[c->q_tail];
 	end = t->off + t->len;
 	*bid = c->q_tail;
 	*off = end;
-	return w->pool.size - end;
+	return cc->pool.size - end;
 }
 
-void conn_received_tail(struct worker *w, struct conn *c, uint32_t n)
+void conn_received_tail(struct conn_ctx *cc, struct conn *c, uint32_t n)
 {
-	w->pool.meta[c->q_tail].len += n;
-	conn_account_received(w, c, n);
+	conn_got_buffer(c);
+	cc->pool.meta[c->q_tail].len += n;
+	conn_account_received(cc, c, n);
 }
 
-int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int max)
+int conn_send_iov(struct conn_ctx *cc, const struct conn *c, struct iovec *iov, int max)
 {
-	const struct bufpool *p = &w->pool;
+	const struct bufpool *p = &cc->pool;
 	int n = 0;
 
 	if (c->carry && max > 0) {
@@ -96,16 +105,16 @@ int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int
 	return n;
 }
 
-void conn_sent(struct worker *w, struct conn *c, uint32_t n)
+void conn_sent(struct conn_ctx *cc, struct conn *c, uint32_t n)
 {
-	struct bufpool *p = &w->pool;
+	struct bufpool *p = &cc->pool;
 
 	if (n > c->pending)
 		n = c->pending;       /* cannot happen; never walk off the queue */
 	c->pending -= n;
-	ctr_add(&w->ctr->bytes_sent, n);
+	ctr_add(&cc->ctr->bytes_sent, n);
 	if (n)
-		worker_conn_touch(w, c);
+		conn_touch(cc, c);
 	if (c->carry) {
 		uint32_t k = c->carry_len - c->carry_off;
 
@@ -131,44 +140,52 @@ void conn_sent(struct worker *w, struct conn *c, uint32_t n)
 			c->q_tail = BUF_NONE;
 		m->next = BUF_NONE;
 		c->nbufs--;
-		w->buf_release(w, b);
+		cc->buf_release(cc, b);
 	}
 	/* an empty tail buffer stays queued only if it still has bytes */
 }
 
-void conn_send_whole(struct worker *w, struct conn *c)
+void conn_no_buffer(struct conn_ctx *cc, struct conn *c)
 {
-	(void)w;
+	if (c->flags & CONN_NOBUF)
+		return;       /* still starved: the same event */
+	c->flags |= CONN_NOBUF;
+	ctr_add(&cc->ctr->buf_exhausted, 1);
+}
+
+void conn_send_whole(struct conn_ctx *cc, struct conn *c)
+{
+	(void)cc;
 	if (!c->pending)
 		c->flags &= ~CONN_SLOW;
 }
 
-void conn_send_blocked(struct worker *w, struct conn *c)
+void conn_send_blocked(struct conn_ctx *cc, struct conn *c)
 {
-	(void)w;
+	(void)cc;
 	c->flags |= CONN_SLOW;
 }
 
-void conn_eof(struct worker *w, struct conn *c)
+void conn_eof(struct conn_ctx *cc, struct conn *c)
 {
-	(void)w;
+	(void)cc;
 	c->flags |= CONN_EOF;
 }
 
-void conn_shut_done(struct worker *w, struct conn *c)
+void conn_shut_done(struct conn_ctx *cc, struct conn *c)
 {
-	(void)w;
+	(void)cc;
 	c->flags |= CONN_WR_SHUT;
 }
 
-void conn_fail(struct worker *w, struct conn *c, int err)
+void conn_fail(struct conn_ctx *cc, struct conn *c, int err)
 {
 	if (!(c->flags & CONN_FAILED) && err)
-		ctr_add(&w->ctr->conn_errors, 1);
+		ctr_add(&cc->ctr->conn_errors, 1);
 	c->flags |= CONN_FAILED;
 }
 
-bool conn_want_read(struct worker *w, struct conn *c)
+bool conn_want_read(struct conn_ctx *cc, struct conn *c)
 {
 	if (c->flags & (CONN_EOF | CONN_FAILED | CONN_FREEZE))
 		return false;
@@ -178,11 +195,11 @@ bool conn_want_read(struct worker *w, struct conn *c)
 		return false;
 	/* the last buffer_reserve buffers of the pool go only to connections
 	 * holding none: clients that do not read cannot pin the whole pool */
-	if (c->pending >= w->params.max_pending || c->nbufs >= w->max_bufs ||
-	    (!conn_may_use_reserve(c) && w->pool.nfree <= w->buf_reserve)) {
+	if (c->pending >= cc->max_pending || c->nbufs >= cc->max_bufs ||
+	    (!conn_may_use_reserve(c) && cc->pool.nfree <= cc->buf_reserve)) {
 		if (!(c->flags & CONN_PAUSED)) {
 			c->flags |= CONN_PAUSED;
-			ctr_add(&w->ctr->backpressure_pauses, 1);
+			ctr_add(&cc->ctr->backpressure_pauses, 1);
 		}
 		return false;
 	}
@@ -190,7 +207,7 @@ bool conn_want_read(struct worker *w, struct conn *c)
 	return true;
 }
 
-unsigned conn_next(struct worker *w, struct conn *c)
+unsigned conn_next(struct conn_ctx *cc, struct conn *c)
 {
 	unsigned next = 0;
 
@@ -205,7 +222,7 @@ unsigned conn_next(struct worker *w, struct conn *c)
 		next |= CONN_NEXT_SEND;
 	else if ((c->flags & (CONN_EOF | CONN_DRAIN)) && !(c->flags & CONN_FREEZE))
 		return CONN_NEXT_SHUTDOWN;
-	if (conn_want_read(w, c))
+	if (conn_want_read(cc, c))
 		next |= CONN_NEXT_READ;
 	return next;
 }
@@ -217,7 +234,7 @@ void conn_carry_free(struct conn *c)
 	c->carry_off = c->carry_len = 0;
 }
 
-int conn_export(struct worker *w, const struct conn *c, struct conn_export *e)
+int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e)
 {
 	uint32_t off = 0;
 
@@ -231,7 +248,7 @@ int conn_export(struct worker *w, const struct conn *c, struct conn_export *e)
 	if (!e->data)
 		return -ENOMEM;
 	/* the carry first, then the queue's buffers, in order */
-	const struct bufpool *p = &w->pool;
+	const struct bufpool *p = &cc->pool;
 
 	if (c->carry) {
 		memcpy(e->data, c->carry + c->carry_off, c->carry_len - c->carry_off);
@@ -244,9 +261,9 @@ int conn_export(struct worker *w, const struct conn *c, struct conn_export *e)
 	return 0;
 }
 
-void conn_import(struct worker *w, struct conn *c, struct conn_export *e)
+void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e)
 {
-	(void)w;
+	(void)cc;
 	c->flags |= e->flags & CONN_EXPORTED_FLAGS;
 	if (e->len) {
 		c->carry = e->data;
@@ -257,4 +274,31 @@ void conn_import(struct worker *w, struct conn *c, struct conn_export *e)
 		free(e->data);
 	}
 	e->data = NULL;
+}
+
+void conn_start(struct conn_ctx *cc, struct conn *c)
+{
+	c->q_head = c->q_tail = BUF_NONE;
+	c->pending = 0;
+	c->nbufs = 0;
+	c->carry = NULL;
+	c->carry_off = c->carry_len = 0;
+	c->last_active = cc->now_ms;
+}
+
+void conn_drop(struct conn_ctx *cc, struct conn *c)
+{
+	uint32_t b = c->q_head;
+
+	while (b != BUF_NONE) {
+		uint32_t next = cc->pool.meta[b].next;
+
+		cc->pool.meta[b].next = BUF_NONE;
+		cc->buf_release(cc, b);
+		b = next;
+	}
+	c->q_head = c->q_tail = BUF_NONE;
+	c->pending = 0;
+	c->nbufs = 0;
+	conn_carry_free(c);
 }

@@ -15,6 +15,10 @@
  *   - when the worker drains (SIGTERM), reading stops, pending bytes are
  *     echoed, the write side is shut, and what the client still sends is
  *     read and discarded until its EOF (so the close sends no RST).
+ *
+ * The logic knows nothing of the worker: it works on a struct conn_ctx
+ * (the buffer pool, the counters, the clock, the limits and two hooks),
+ * which the worker owns and a test can build alone.
  */
 #ifndef ECHOD_CONN_H
 #define ECHOD_CONN_H
@@ -23,7 +27,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-struct worker;
+#include "bufpool.h"
+#include "counters.h"
 
 /* Links of an intrusive list of connection slots (by index). */
 #define ILIST_NONE UINT32_MAX
@@ -44,6 +49,8 @@ struct ilist {
 #define CONN_FREEZE     (1u << 6)  /* being handed over: stop reading, keep sending */
 #define CONN_SLOW       (1u << 7)  /* its client did not keep up (a send blocked):
 				      never given the pool's reserve */
+#define CONN_NOBUF      (1u << 8)  /* found no free buffer (counted once), and has
+				      been given none since */
 /* the state a connection keeps when handed to another worker or process */
 #define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN)
 
@@ -76,6 +83,21 @@ struct conn {
 	uint32_t carry_len;
 };
 
+/* What the echo logic works with: owned by one worker (its thread). */
+struct conn_ctx {
+	struct bufpool pool;
+	struct worker_counters *ctr;
+	uint64_t now_ms;            /* the worker's clock, ms (monotonic) */
+	uint32_t max_pending;       /* backpressure cap, bytes */
+	uint32_t max_bufs;          /* buffers one connection may hold */
+	uint32_t buf_reserve;       /* free buffers kept for connections holding none */
+	/* A buffer goes back to the pool (set by the backend). */
+	void (*buf_release)(struct conn_ctx *cc, uint32_t bid);
+	/* c was active at now_ms, for the first time at that tick: move it
+	 * to the idle list's tail (NULL: no idle list). */
+	void (*touch)(struct conn_ctx *cc, struct conn *c);
+};
+
 /* A connection as handed from one worker (or process) to another: its
  * socket, its state and the bytes received but not yet echoed. */
 struct conn_export {
@@ -88,31 +110,43 @@ struct conn_export {
 /* Queue len bytes received into buffer bid at offset off.  Takes the
  * buffer (it returns to the pool once sent); if the tail buffer has room
  * for a small segment, the bytes are copied there and bid is released at
- * once.  Bytes read after the write side was shut are discarded. */
-void conn_received(struct worker *w, struct conn *c, uint32_t bid,
+ * once.  Bytes read after the write side was shut are discarded.  c was
+ * given a buffer: it is no longer starved. */
+void conn_received(struct conn_ctx *cc, struct conn *c, uint32_t bid,
 		   uint32_t off, uint32_t len);
 
 /* Room after the tail buffer's bytes (for a backend that reads into
  * memory it chooses): sets *bid and *off and returns the bytes free, or 0
  * when a new buffer is needed. */
-uint32_t conn_tail_room(struct worker *w, struct conn *c, uint32_t *bid, uint32_t *off);
+uint32_t conn_tail_room(struct conn_ctx *cc, struct conn *c, uint32_t *bid, uint32_t *off);
 
 /* As conn_received(), for n bytes read straight into the tail room. */
-void conn_received_tail(struct worker *w, struct conn *c, uint32_t n);
+void conn_received_tail(struct conn_ctx *cc, struct conn *c, uint32_t n);
 
 /* Fill iov with the unsent bytes, head first, at most max entries.
  * Returns the number of entries (0 if nothing is pending). */
-int conn_send_iov(struct worker *w, const struct conn *c, struct iovec *iov, int max);
+int conn_send_iov(struct conn_ctx *cc, const struct conn *c, struct iovec *iov, int max);
 
 /* n bytes of the queue's head were sent: buffers fully sent go back to
  * the pool (through the backend's release hook).
  * conn_send_blocked: the socket took less than offered, or nothing (its
  * client is not keeping up): c is marked slow until its queue empties
  * through a send the socket took whole. */
-void conn_sent(struct worker *w, struct conn *c, uint32_t n);
-void conn_send_blocked(struct worker *w, struct conn *c);
+void conn_sent(struct conn_ctx *cc, struct conn *c, uint32_t n);
+void conn_send_blocked(struct conn_ctx *cc, struct conn *c);
 /* A send the socket took whole: c is no longer slow once its queue is empty. */
-void conn_send_whole(struct worker *w, struct conn *c);
+void conn_send_whole(struct conn_ctx *cc, struct conn *c);
+
+/* Buffer exhaustion, counted as events: c wanted to read and found no
+ * free buffer.  Counted when c goes from able to read to starved; not
+ * again while it stays starved (however often the backend looks for a
+ * buffer for it), only once it has been given a buffer in between
+ * (conn_got_buffer, or bytes received). */
+void conn_no_buffer(struct conn_ctx *cc, struct conn *c);
+static inline void conn_got_buffer(struct conn *c)
+{
+	c->flags &= ~CONN_NOBUF;
+}
 
 /* Whether c may take one of the pool's reserve buffers. */
 static inline bool conn_may_use_reserve(const struct conn *c)
@@ -120,28 +154,38 @@ static inline bool conn_may_use_reserve(const struct conn *c)
 	return c->nbufs == 0 && !(c->flags & CONN_SLOW);
 }
 
+/* Activity on c: its idle time starts again (received and sent bytes
+ * count as activity already). */
+void conn_touch(struct conn_ctx *cc, struct conn *c);
+
 /* The peer shut its write side (read returned 0). */
-void conn_eof(struct worker *w, struct conn *c);
+void conn_eof(struct conn_ctx *cc, struct conn *c);
 
 /* The write side is shut (shutdown(SHUT_WR) done or failed). */
-void conn_shut_done(struct worker *w, struct conn *c);
+void conn_shut_done(struct conn_ctx *cc, struct conn *c);
 
 /* An I/O error (-errno) or an abort: the connection is to be closed. */
-void conn_fail(struct worker *w, struct conn *c, int err);
+void conn_fail(struct conn_ctx *cc, struct conn *c, int err);
 
 /* What the backend must do next (CONN_NEXT_* bits). Also updates the
  * backpressure state and its counters. */
-unsigned conn_next(struct worker *w, struct conn *c);
+unsigned conn_next(struct conn_ctx *cc, struct conn *c);
 
 /* Whether the connection may read now (part of conn_next). */
-bool conn_want_read(struct worker *w, struct conn *c);
+bool conn_want_read(struct conn_ctx *cc, struct conn *c);
 
 /* Export c's state into e (fd, flags, the unsent bytes copied out).
  * 0 or -ENOMEM. */
-int conn_export(struct worker *w, const struct conn *c, struct conn_export *e);
+int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e);
 /* Take e's state into a fresh slot c: e->data becomes c's carry. */
-void conn_import(struct worker *w, struct conn *c, struct conn_export *e);
+void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e);
 /* Release the carry, if any. */
 void conn_carry_free(struct conn *c);
+
+/* A fresh connection on a new slot: nothing queued, active now. */
+void conn_start(struct conn_ctx *cc, struct conn *c);
+/* The connection ends: its queue's buffers go back to the pool and its
+ * carry is freed (what was unsent is dropped). */
+void conn_drop(struct conn_ctx *cc, struct conn *c);
 
 #endif

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "worker.h"
+#include "counters.h"
 
 /* ---- text buffer ---- */
 
@@ -249,7 +249,8 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	PW(b, m, "echod_backpressure_pauses_total", "counter", backpressure_pauses,
 	   "Times a connection stopped being read because its unsent bytes reached max_pending.");
 	PW(b, m, "echod_buffer_exhaustion_total", "counter", buf_exhausted,
-	   "Reads that found no free buffer (io_uring: provided-buffer ring empty, -ENOBUFS).");
+	   "Times a connection found no free buffer (io_uring: provided-buffer ring empty, -ENOBUFS), "
+	   "counted once until it is given one.");
 	PW(b, m, "echod_cq_overflow_total", "counter", cq_overflow,
 	   "Event loop iterations that found the io_uring completion queue overflowed.");
 	PW(b, m, "echod_multishot_rearms_total", "counter", rearms,

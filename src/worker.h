@@ -13,48 +13,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "bufpool.h"
 #include "config.h"
 #include "conn.h"
+#include "counters.h"
 #include "listen.h"
-
-#define CACHELINE 64
-
-/* Counters of one worker: written by its thread only (relaxed stores),
- * summed by readers.  One cache line apart from any other worker's. */
-enum worker_op { WOP_ACCEPT, WOP_RECV, WOP_SEND, WOP_SHUTDOWN, WOP_CLOSE, WOP_CANCEL, WOP__COUNT };
-enum accept_err { AERR_EMFILE, AERR_ENFILE, AERR_ENOBUFS, AERR_ENOMEM, AERR_OTHER, AERR__COUNT };
-
-struct worker_counters {
-	_Atomic uint64_t accepted;           /* connections accepted and served */
-	_Atomic uint64_t rejected;           /* closed at once at max_connections */
-	_Atomic uint64_t closed;             /* connections closed */
-	_Atomic uint64_t bytes_received;
-	_Atomic uint64_t bytes_sent;
-	_Atomic uint64_t bytes_discarded;    /* read after our write side was shut (drain) */
-	_Atomic uint64_t idle_timeouts;
-	_Atomic uint64_t backpressure_pauses;
-	_Atomic uint64_t conn_errors;        /* connections closed on an I/O error */
-	_Atomic uint64_t accept_errors[AERR__COUNT];
-	_Atomic uint64_t op_errors[WOP__COUNT];   /* failed syscalls / CQEs, by op */
-	_Atomic uint64_t buf_exhausted;      /* reads that found no free buffer */
-	_Atomic uint64_t cq_overflow;        /* io_uring only */
-	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
-	_Atomic uint64_t current;            /* connections open now (a gauge: last) */
-} __attribute__((aligned(CACHELINE)));
-
-static inline void ctr_add(_Atomic uint64_t *c, uint64_t n)
-{
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-			      memory_order_relaxed);
-}
-
-static inline uint64_t ctr_get(_Atomic uint64_t *c)
-{
-	return atomic_load_explicit(c, memory_order_relaxed);
-}
 
 /* Settings a worker applies live (from the main thread, on reload). */
 struct worker_params {
@@ -79,7 +44,6 @@ struct worker {
 	int core;                           /* -1: not pinned */
 	const struct backend_ops *ops;
 	struct echod_shared *shared;
-	struct worker_counters *ctr;
 	int listen_fds[LISTEN_MAX];
 	bool listen_own[LISTEN_MAX];        /* bound by echod for this worker alone */
 	unsigned n_listen;
@@ -91,17 +55,15 @@ struct worker {
 
 	/* owned by the worker thread */
 	void *be;                           /* backend state */
-	struct bufpool pool;
-	void (*buf_release)(struct worker *w, uint32_t bid); /* set by backend */
+	struct conn_ctx cc;                 /* the echo logic's: buffers, counters (cc.ctr,
+					       set by the main thread), clock, limits;
+					       the backend sets cc.buf_release */
 	struct conn *conns;                 /* conn_cap slots, touched as used */
 	size_t conns_maplen;
 	uint32_t conn_hw;                   /* slots ever used */
 	uint32_t conn_free;                 /* free list head (via lru.next) */
 	uint32_t nconns;
 	struct ilist lru;                   /* open connections, least recently active first */
-	uint32_t max_bufs;                  /* per connection, from max_pending */
-	uint32_t buf_reserve;               /* free buffers kept for connections holding none */
-	uint64_t now_ms;                    /* monotonic, updated by worker_clock */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
 	int fd_ceiling;                     /* a client fd at or above this is refused */
 	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */
@@ -131,6 +93,12 @@ struct worker {
 
 #define CONN_IDX_NONE UINT32_MAX
 
+/* The worker that owns cc (a backend's buf_release hook needs it). */
+static inline struct worker *worker_of(struct conn_ctx *cc)
+{
+	return (struct worker *)((char *)cc - offsetof(struct worker, cc));
+}
+
 /* --- main thread side --- */
 
 /* Prepare w (ctl eventfd, lock).  0 or -errno. */
@@ -157,7 +125,7 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 
 /* --- backend side: called from the worker thread --- */
 
-/* Refresh now_ms (cheap: CLOCK_MONOTONIC_COARSE). */
+/* Refresh cc.now_ms (cheap: CLOCK_MONOTONIC_COARSE). */
 void worker_clock(struct worker *w);
 
 /* A connection was accepted on fd: returns its slot, or NULL when
@@ -170,8 +138,6 @@ void worker_conn_free(struct worker *w, struct conn *c);
 
 /* Slot lookup by index and generation (stale -> NULL). */
 struct conn *worker_conn_get(struct worker *w, uint32_t idx, uint32_t gen);
-/* Activity on c: moves it to the idle list's tail. */
-void worker_conn_touch(struct worker *w, struct conn *c);
 
 /* accept() failed with -err: counts it and pauses accepting when it is a
  * resource shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM).  Returns true if

@@ -65,7 +65,7 @@ int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod
 		w->core = cfg->n_cores ? cfg->cores[i] : -1;
 		w->ops = ops;
 		w->shared = shared;
-		w->ctr = &s->ctr[i];
+		w->cc.ctr = &s->ctr[i];
 		w->exit_fd = exit_fd;
 		assign_listeners(w, i, n, sets, nsets);   /* after w->core */
 		w->buffer_count = cfg->buffer_count;

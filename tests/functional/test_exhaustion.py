@@ -5,7 +5,13 @@ reading and every buffer is held, the starved connections wait without
 a CQE storm or a busy loop (CPU near idle), then resume as buffers come
 back, byte-exact; clients that never read cannot take the pool's reserve,
 so a newcomer is still served; and a mix of stalled, streaming and
-late-joining clients completes (a list-corruption regression)."""
+late-joining clients completes (a list-corruption regression).
+
+echod_buffer_exhaustion_total counts events: a connection going from able
+to read to starved for a buffer, once, and again only after it was given
+a buffer.  While connections sit starved and nothing changes, it does not
+grow (it once did on io_uring, by one each time the loop walked its list
+of starved connections)."""
 import os
 import re
 import sys
@@ -13,7 +19,24 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import (KiB, MiB, Daemon, Tap, backends, client, client_bg,  # noqa: E402
-                       client_ok, client_wait)
+                       client_ok, client_wait, free_port)
+from metricsutil import scrape, value  # noqa: E402
+
+
+def exhaustion(mport):
+    return int(value(scrape(mport), "echod_buffer_exhaustion_total"))
+
+
+def settle(mport, window=1.0, limit=8.0):
+    """The count once it held still over window seconds (or after limit)."""
+    end, last = time.monotonic() + limit, exhaustion(mport)
+    while time.monotonic() < end:
+        time.sleep(window)
+        now = exhaustion(mport)
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def totals(d):
@@ -24,7 +47,7 @@ def totals(d):
             ((x.split()[-1], " ".join(x.split()[:-1])) for x in m.group(1).split(", "))}
 
 
-tap = Tap(timeout=90 * len(backends()))
+tap = Tap(timeout=130 * len(backends()))
 for be in backends():
     with tap.guard(be), Daemon(be, buffer_count=8, buffer_size=4096) as d:
         # bursts: 100 clients x 64 KiB at once, written in random pieces
@@ -93,4 +116,27 @@ for be in backends():
         tap.ok(ok, f"[{be}] stalled and late-joining clients complete byte-exact")
         client_ok(tap, f"[{be}] streamers alongside them complete byte-exact", res, d,
                   total=4 * 64 * MiB)
+
+    # the counter counts events: N clients that stop reading drain the pool
+    # down to its reserve and sit starved; the loop keeps waking (the idle
+    # timer ticks each second), yet the count holds still
+    N = 6
+    mport = free_port()
+    with tap.guard(be), Daemon(be, buffer_count=8, buffer_size=4096, idle_timeout=60,
+                               metrics={"enabled": True, "address": "127.0.0.1",
+                                        "port": mport}) as d:
+        hogs = client_bg(d.port, "-c", N, "-n", "32M", "--no-read-ms", 14000, "-s", 61,
+                         timeout=90)
+        time.sleep(1.0)
+        starved = settle(mport)
+        time.sleep(3.0)
+        later = exhaustion(mport)
+        blocked = hogs.poll() is None
+        tap.diag(f"[{be}] exhaustion events: {starved} once {N} clients starved, {later} 3 s later")
+        tap.ok(blocked and later == starved,
+               f"[{be}] starved connections are not counted again while they wait "
+               f"({starved} then {later} 3 s later)")
+        res = client_wait(hogs)
+        client_ok(tap, f"[{be}] the {N} starved clients get their 32 MiB once they read", res, d,
+                  total=N * 32 * MiB)
 tap.done()

@@ -1,5 +1,7 @@
-/* fuzz_conn.c - the echo state machine (conn.c, worker.c, bufpool.c)
- * driven by a script of backend events read from the fuzz input.
+/* fuzz_conn.c - the echo state machine (conn.c, bufpool.c) driven with
+ * its context alone (struct conn_ctx) by a script of backend events read
+ * from the fuzz input; the worker's part (time, drain, the slot) is
+ * simulated here as worker.c does it.
  *
  * Input: one byte of pool geometry and limits, then events, each an op
  * byte (low 4 bits: the op, high 4 bits: its flags) and its arguments:
@@ -28,36 +30,17 @@
 #include <unistd.h>
 
 #include "fuzz.h"
-#include "backend.h"
 #include "bufpool.h"
 #include "conn.h"
-#include "log.h"
-#include "worker.h"
+#include "counters.h"
 
 #define MAX_EVENTS 4096
 #define MAX_STOLEN 64
 
-static void sim_buf_release(struct worker *w, uint32_t bid)
+static void sim_buf_release(struct conn_ctx *cc, uint32_t bid)
 {
-	bufpool_put(&w->pool, bid);
+	bufpool_put(&cc->pool, bid);
 }
-
-static void sim_update_conn(struct worker *w, struct conn *c)
-{
-	(void)w;
-	(void)c;
-}
-
-static void sim_update_accept(struct worker *w)
-{
-	(void)w;
-}
-
-static const struct backend_ops sim_ops = {
-	.name = "fuzz",
-	.update_conn = sim_update_conn,
-	.update_accept = sim_update_accept,
-};
 
 /* The client's byte at stream position i: no period, so any loss,
  * repetition or reordering shows. */
@@ -72,11 +55,15 @@ static uint8_t stream_byte(uint64_t i)
 }
 
 static struct worker_counters ctr;
-static struct echod_shared shared;
 
 struct sim {
-	struct worker w;
-	struct conn *c;
+	struct conn_ctx cc;
+	struct conn slot;
+	struct conn *c;         /* &slot while open, else NULL */
+	uint32_t idle_timeout_ms;   /* the worker's timers, 0: none */
+	uint32_t shutdown_ms;
+	bool draining;
+	uint64_t drain_deadline_ms;
 	int fd;
 	uint64_t in_pos;        /* bytes the client sent */
 	uint64_t accepted;      /* of those, queued to be echoed */
@@ -104,58 +91,55 @@ static int sock_fd(void)
 	return fd;
 }
 
+/* A fresh slot holds fd (as worker_conn_new() would give it). */
+static struct conn *sim_open(struct sim *s)
+{
+	struct conn *c = &s->slot;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = s->fd;
+	c->flags = CONN_IN_USE;
+	conn_start(&s->cc, c);
+	return c;
+}
+
 static void sim_init(struct sim *s, uint8_t geometry)
 {
 	static const uint32_t counts[] = { 8, 16, 32, 64 };
 	static const uint32_t sizes[] = { 512, 1024, 2048, 4096 };
 	static const uint32_t pendings[] = { 1024, 3000, 8192, 65536 };
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
+	uint32_t count = counts[geometry & 3], size = sizes[(geometry >> 2) & 3];
 	uint32_t per_conn, share;
 
-	log_set_level(LOG_EMERG);         /* deadline and idle messages */
 	memset(s, 0, sizeof(*s));
 	memset(&ctr, 0, sizeof(ctr));
-	atomic_store(&shared.nconns, 0);
-	atomic_store(&shared.max_connections, 4);
-	w->ops = &sim_ops;
-	w->ctr = &ctr;
-	w->shared = &shared;
-	w->buffer_count = counts[geometry & 3];
-	w->buffer_size = sizes[(geometry >> 2) & 3];
-	w->conn_cap = 4;
-	w->conns = calloc(w->conn_cap, sizeof(*w->conns));
-	if (!w->conns || bufpool_init(&w->pool, w->buffer_count, w->buffer_size))
+	cc->ctr = &ctr;
+	if (bufpool_init(&cc->pool, count, size))
 		abort();
-	w->conn_free = CONN_IDX_NONE;
-	ilist_init(&w->lru);
-	w->buf_release = sim_buf_release;
-	w->ctl_fd = w->exit_fd = -1;
-	w->state = WORKER_RUNNING;
-	w->accepting = true;
-	w->now_ms = 1000000;
+	cc->buf_release = sim_buf_release;
+	cc->now_ms = 1000000;
 	/* as worker_apply_params() */
-	w->params.max_pending = pendings[(geometry >> 4) & 3];
-	w->params.idle_timeout_ms = geometry & 0x40 ? 2000 : 0;
-	w->params.shutdown_ms = geometry & 0x80 ? 500 : 10000;
-	per_conn = 2 * ((w->params.max_pending + w->buffer_size - 1) / w->buffer_size) + 2;
-	share = w->buffer_count / 4 < 2 ? 2 : w->buffer_count / 4;
-	w->max_bufs = per_conn < share ? per_conn : share;
-	w->buf_reserve = w->buffer_count / 8 ? w->buffer_count / 8 : 1;
+	cc->max_pending = pendings[(geometry >> 4) & 3];
+	s->idle_timeout_ms = geometry & 0x40 ? 2000 : 0;
+	s->shutdown_ms = geometry & 0x80 ? 500 : 10000;
+	per_conn = 2 * ((cc->max_pending + size - 1) / size) + 2;
+	share = count / 4 < 2 ? 2 : count / 4;
+	cc->max_bufs = per_conn < share ? per_conn : share;
+	cc->buf_reserve = count / 8 ? count / 8 : 1;
 	s->fd = sock_fd();
-	s->c = worker_conn_new(w, s->fd);
-	FUZZ_CHECK(s->c != NULL, "no slot for the connection");
+	s->c = sim_open(s);
 }
 
 static void sim_fini(struct sim *s)
 {
-	bufpool_fini(&s->w.pool);
-	free(s->w.conns);
+	bufpool_fini(&s->cc.pool);
 }
 
 /* Everything that must hold between two events. */
 static void check_invariants(struct sim *s)
 {
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
 	struct conn *c = s->c;
 	uint64_t queued = 0;
 	uint32_t nbufs = 0;
@@ -170,9 +154,9 @@ static void check_invariants(struct sim *s)
 		   (unsigned long long)ctr_get(&ctr.conn_errors), (unsigned long long)s->conn_errors);
 	FUZZ_CHECK(s->accepted + s->discarded == s->in_pos, "bytes lost on the way in");
 	if (!c) {
-		FUZZ_CHECK(w->pool.nfree + s->n_stolen == w->pool.count,
-			   "closed: %u buffers free + %u held, pool of %u", w->pool.nfree,
-			   s->n_stolen, w->pool.count);
+		FUZZ_CHECK(cc->pool.nfree + s->n_stolen == cc->pool.count,
+			   "closed: %u buffers free + %u held, pool of %u", cc->pool.nfree,
+			   s->n_stolen, cc->pool.count);
 		return;
 	}
 	FUZZ_CHECK(s->accepted - s->out == c->pending, "pending %u, received - echoed %llu",
@@ -182,13 +166,13 @@ static void check_invariants(struct sim *s)
 			   c->carry_len);
 		queued += c->carry_len - c->carry_off;
 	}
-	for (uint32_t b = c->q_head; b != BUF_NONE; b = w->pool.meta[b].next) {
-		const struct bufmeta *m = &w->pool.meta[b];
+	for (uint32_t b = c->q_head; b != BUF_NONE; b = cc->pool.meta[b].next) {
+		const struct bufmeta *m = &cc->pool.meta[b];
 
-		FUZZ_CHECK(b < w->pool.count, "buffer id %u out of the pool", b);
-		FUZZ_CHECK(m->off + m->len <= w->pool.size, "buffer %u: %u + %u past its end", b,
+		FUZZ_CHECK(b < cc->pool.count, "buffer id %u out of the pool", b);
+		FUZZ_CHECK(m->off + m->len <= cc->pool.size, "buffer %u: %u + %u past its end", b,
 			   m->off, m->len);
-		FUZZ_CHECK(nbufs < w->pool.count, "queue loops");
+		FUZZ_CHECK(nbufs < cc->pool.count, "queue loops");
 		if (m->next == BUF_NONE)
 			FUZZ_CHECK(c->q_tail == b, "queue tail %u is not the last buffer %u", c->q_tail, b);
 		queued += m->len;
@@ -198,9 +182,9 @@ static void check_invariants(struct sim *s)
 		   (unsigned long long)queued, c->pending);
 	FUZZ_CHECK(nbufs == c->nbufs, "queue holds %u buffers, nbufs %u", nbufs, c->nbufs);
 	FUZZ_CHECK(c->q_head != BUF_NONE || c->q_tail == BUF_NONE, "tail without head");
-	FUZZ_CHECK(w->pool.nfree + c->nbufs + s->n_stolen == w->pool.count,
-		   "buffers: %u free + %u queued + %u held != %u", w->pool.nfree, c->nbufs,
-		   s->n_stolen, w->pool.count);
+	FUZZ_CHECK(cc->pool.nfree + c->nbufs + s->n_stolen == cc->pool.count,
+		   "buffers: %u free + %u queued + %u held != %u", cc->pool.nfree, c->nbufs,
+		   s->n_stolen, cc->pool.count);
 	FUZZ_CHECK(!(c->flags & CONN_WR_SHUT) || s->shut, "WR_SHUT without a shutdown");
 }
 
@@ -214,62 +198,62 @@ static void fill(struct sim *s, uint8_t *p, uint32_t n)
 
 static void ev_recv(struct sim *s, unsigned flags, uint16_t want, uint8_t where)
 {
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
 	struct conn *c = s->c;
 	bool late = flags & 8, tail = flags & 1;
-	unsigned next = conn_next(w, c);
+	unsigned next = conn_next(cc, c);
 	uint32_t bid, off, room, n;
 
 	if (next & CONN_NEXT_READ) {
 		/* backpressure: never asked to read at or over the limits */
 		if (!(c->flags & CONN_WR_SHUT))
-			FUZZ_CHECK(c->pending < w->params.max_pending && c->nbufs < w->max_bufs,
+			FUZZ_CHECK(c->pending < cc->max_pending && c->nbufs < cc->max_bufs,
 				   "read asked for with %u pending (max %u), %u buffers (max %u)",
-				   c->pending, w->params.max_pending, c->nbufs, w->max_bufs);
+				   c->pending, cc->max_pending, c->nbufs, cc->max_bufs);
 		FUZZ_CHECK(!(c->flags & (CONN_EOF | CONN_FAILED)), "read asked for after EOF or failure");
 	} else if (!late || (c->flags & CONN_EOF)) {
 		return;    /* no read in flight; and nothing comes after the FIN */
 	}
 	if (s->client_eof) {
-		conn_eof(w, c);
+		conn_eof(cc, c);
 		return;
 	}
-	room = tail && !late ? conn_tail_room(w, c, &bid, &off) : 0;
+	room = tail && !late ? conn_tail_room(cc, c, &bid, &off) : 0;
 	if (room) {
 		FUZZ_CHECK(!(c->flags & (CONN_WR_SHUT | CONN_FAILED)), "tail room on a shut connection");
 		n = 1 + want % room;
-		fill(s, bufpool_ptr(&w->pool, bid) + off, n);
+		fill(s, bufpool_ptr(&cc->pool, bid) + off, n);
 		s->accepted += n;
-		conn_received_tail(w, c, n);
+		conn_received_tail(cc, c, n);
 		return;
 	}
-	bid = bufpool_get(&w->pool);
+	bid = bufpool_get(&cc->pool);
 	if (bid == BUF_NONE)
 		return;    /* exhausted: the backend waits for a buffer */
-	off = flags & 2 ? (uint32_t)where * w->pool.size / 512 : 0;
-	n = 1 + want % (w->pool.size - off);
-	fill(s, bufpool_ptr(&w->pool, bid) + off, n);
+	off = flags & 2 ? (uint32_t)where * cc->pool.size / 512 : 0;
+	n = 1 + want % (cc->pool.size - off);
+	fill(s, bufpool_ptr(&cc->pool, bid) + off, n);
 	if (c->flags & (CONN_WR_SHUT | CONN_FAILED)) {
 		s->discarded += n;
 	} else {
 		FUZZ_CHECK(s->discarded == 0, "bytes queued after some were discarded");
 		s->accepted += n;
 	}
-	conn_received(w, c, bid, off, n);
+	conn_received(cc, c, bid, off, n);
 }
 
 static void ev_send(struct sim *s, unsigned flags, uint16_t max_bytes, uint8_t max_iov)
 {
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
 	struct conn *c = s->c;
 	struct iovec iov[8];
 	uint32_t offered = 0, done = 0, want;
 	int k, max = 1 + max_iov % 8;
 
-	if (!(conn_next(w, c) & CONN_NEXT_SEND))
+	if (!(conn_next(cc, c) & CONN_NEXT_SEND))
 		return;
 	FUZZ_CHECK(c->pending > 0, "send asked for with nothing pending");
-	k = conn_send_iov(w, c, iov, max);
+	k = conn_send_iov(cc, c, iov, max);
 	FUZZ_CHECK(k >= 1 && k <= max, "%d iov entries for at most %d", k, max);
 	for (int i = 0; i < k; i++) {
 		FUZZ_CHECK(iov[i].iov_len > 0, "empty iov entry %d", i);
@@ -277,7 +261,7 @@ static void ev_send(struct sim *s, unsigned flags, uint16_t max_bytes, uint8_t m
 	}
 	FUZZ_CHECK(offered <= c->pending, "%u bytes offered, %u pending", offered, c->pending);
 	if (flags & 1) {                        /* EAGAIN: the socket took nothing */
-		conn_send_blocked(w, c);
+		conn_send_blocked(cc, c);
 		return;
 	}
 	want = flags & 2 ? offered : 1 + max_bytes % offered;
@@ -295,16 +279,16 @@ static void ev_send(struct sim *s, unsigned flags, uint16_t max_bytes, uint8_t m
 		done += n;
 	}
 	s->out += done;
-	conn_sent(w, c, done);
+	conn_sent(cc, c, done);
 	if (done < offered)
-		conn_send_blocked(w, c);
+		conn_send_blocked(cc, c);
 	else
-		conn_send_whole(w, c);
+		conn_send_whole(cc, c);
 }
 
 static void ev_close(struct sim *s)
 {
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
 	struct conn *c = s->c;
 
 	if (!s->failed) {
@@ -312,30 +296,29 @@ static void ev_close(struct sim *s)
 		FUZZ_CHECK(s->out == s->accepted, "closed after echoing %llu of %llu bytes",
 			   (unsigned long long)s->out, (unsigned long long)s->accepted);
 	}
-	worker_conn_free(w, c);
+	conn_drop(cc, c);
 	s->c = NULL;
-	FUZZ_CHECK(w->nconns == 0 && atomic_load(&shared.nconns) == 0 && ctr_get(&ctr.current) == 0,
-		   "connection not accounted closed");
+	FUZZ_CHECK(c->q_head == BUF_NONE && c->q_tail == BUF_NONE && !c->pending && !c->nbufs &&
+		   !c->carry, "closed with a queue left (%u bytes, %u buffers)", c->pending, c->nbufs);
 }
 
 /* Hand the connection to "another worker": export, free the slot, import. */
 static void ev_handover(struct sim *s)
 {
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
 	struct conn_export e;
 	uint64_t queued = s->c->pending;
 
-	if (w->state != WORKER_RUNNING || (s->c->flags & CONN_FAILED))
+	if (s->draining || (s->c->flags & CONN_FAILED))
 		return;
-	FUZZ_CHECK(conn_export(w, s->c, &e) == 0, "conn_export failed");
+	FUZZ_CHECK(conn_export(cc, s->c, &e) == 0, "conn_export failed");
 	FUZZ_CHECK(e.len == queued && e.fd == s->fd, "exported %u bytes of %llu", e.len,
 		   (unsigned long long)queued);
 	for (uint32_t i = 0; i < e.len; i++)
 		FUZZ_CHECK(e.data[i] == stream_byte(s->out + i), "exported byte %u differs", i);
-	worker_conn_free(w, s->c);
-	s->c = worker_conn_new(w, s->fd);
-	FUZZ_CHECK(s->c != NULL, "no slot for the imported connection");
-	conn_import(w, s->c, &e);
+	conn_drop(cc, s->c);
+	s->c = sim_open(s);
+	conn_import(cc, s->c, &e);
 	FUZZ_CHECK(e.data == NULL, "import left the data with the export");
 }
 
@@ -343,16 +326,21 @@ static void fail(struct sim *s, int err)
 {
 	if (!(s->c->flags & CONN_FAILED) && err)
 		s->conn_errors++;
-	conn_fail(&s->w, s->c, err);
+	conn_fail(&s->cc, s->c, err);
 }
 
 static void ev_tick(struct sim *s, uint16_t ms)
 {
-	struct worker *w = &s->w;
+	struct conn_ctx *cc = &s->cc;
 	bool was_failed = s->c && (s->c->flags & CONN_FAILED);
 
-	w->now_ms += ms;
-	worker_tick(w);
+	cc->now_ms += ms;
+	/* as worker_tick(): the idle timeout, then the drain deadline */
+	if (s->c && !was_failed && s->idle_timeout_ms &&
+	    s->c->last_active + s->idle_timeout_ms <= cc->now_ms)
+		conn_fail(cc, s->c, 0);
+	if (s->c && s->draining && cc->now_ms >= s->drain_deadline_ms)
+		conn_fail(cc, s->c, 0);
 	if (s->c && (s->c->flags & CONN_FAILED) && !was_failed)
 		s->failed = true;
 }
@@ -361,7 +349,7 @@ static void ev_tick(struct sim *s, uint16_t ms)
  * Returns false when the connection is closed. */
 static bool finish_step(struct sim *s)
 {
-	unsigned next = conn_next(&s->w, s->c);
+	unsigned next = conn_next(&s->cc, s->c);
 
 	if (next & CONN_NEXT_CLOSE) {
 		ev_close(s);
@@ -370,7 +358,7 @@ static bool finish_step(struct sim *s)
 	if (next & CONN_NEXT_SHUTDOWN) {
 		FUZZ_CHECK(s->c->pending == 0, "shutdown asked for with %u bytes pending", s->c->pending);
 		s->shut = true;
-		conn_shut_done(&s->w, s->c);
+		conn_shut_done(&s->cc, s->c);
 	} else if (next & CONN_NEXT_SEND) {
 		ev_send(s, 2, 0, 7);
 	} else if (next & CONN_NEXT_READ) {
@@ -419,21 +407,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			s.failed = true;
 			break;
 		case 8:
-			if (conn_next(&s.w, c) & CONN_NEXT_SHUTDOWN) {
+			if (conn_next(&s.cc, c) & CONN_NEXT_SHUTDOWN) {
 				FUZZ_CHECK(c->pending == 0 && s.out == s.accepted,
 					   "shutdown asked for with %u bytes pending", c->pending);
 				s.shut = true;
-				conn_shut_done(&s.w, c);
+				conn_shut_done(&s.cc, c);
 			}
 			break;
 		case 9:
-			if (conn_next(&s.w, c) & CONN_NEXT_CLOSE)
+			if (conn_next(&s.cc, c) & CONN_NEXT_CLOSE)
 				ev_close(&s);
 			break;
 		case 10:                        /* SIGTERM: as worker_control() */
-			if (s.w.state == WORKER_RUNNING && !(c->flags & CONN_FREEZE)) {
-				s.w.state = WORKER_DRAINING;
-				s.w.drain_deadline_ms = s.w.now_ms + s.w.params.shutdown_ms;
+			if (!s.draining && !(c->flags & CONN_FREEZE)) {
+				s.draining = true;
+				s.drain_deadline_ms = s.cc.now_ms + s.shutdown_ms;
 				c->flags |= CONN_DRAIN;
 			}
 			break;
@@ -441,7 +429,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			unsigned n = fuzz_u8(&in) % 16;
 
 			while (n-- && s.n_stolen < MAX_STOLEN) {
-				uint32_t bid = bufpool_get(&s.w.pool);
+				uint32_t bid = bufpool_get(&s.cc.pool);
 
 				if (bid == BUF_NONE)
 					break;
@@ -453,14 +441,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			unsigned n = fuzz_u8(&in) % 16;
 
 			while (n-- && s.n_stolen)
-				bufpool_put(&s.w.pool, s.stolen[--s.n_stolen]);
+				bufpool_put(&s.cc.pool, s.stolen[--s.n_stolen]);
 			break;
 		}
 		case 13:
 			ev_tick(&s, fuzz_u16(&in));
 			break;
 		case 14:                        /* hand-over: flush phase first */
-			if (s.w.state == WORKER_RUNNING)
+			if (!s.draining)
 				c->flags |= CONN_FREEZE;
 			break;
 		case 15:
@@ -473,7 +461,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* the end: buffers back, hand-over completed, the client reads
 	 * everything and shuts its side; the connection must close */
 	while (s.n_stolen)
-		bufpool_put(&s.w.pool, s.stolen[--s.n_stolen]);
+		bufpool_put(&s.cc.pool, s.stolen[--s.n_stolen]);
 	if (s.c && (s.c->flags & CONN_FREEZE) && !(s.c->flags & CONN_FAILED))
 		ev_handover(&s);
 	s.client_eof = true;
@@ -483,8 +471,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		finish_step(&s);
 		check_invariants(&s);
 	}
-	FUZZ_CHECK(s.w.pool.nfree == s.w.pool.count, "%u of %u buffers back in the pool",
-		   s.w.pool.nfree, s.w.pool.count);
+	FUZZ_CHECK(s.cc.pool.nfree == s.cc.pool.count, "%u of %u buffers back in the pool",
+		   s.cc.pool.nfree, s.cc.pool.count);
 	sim_fini(&s);
 	return 0;
 }

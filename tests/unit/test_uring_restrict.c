@@ -1,11 +1,15 @@
 /* test_uring_restrict.c - the io_uring backend's ring is restricted to
  * the ops echod uses: anything else is refused by the kernel (-EACCES),
- * while the allowed ops work.  Includes the backend to reach its static
- * set-up functions, as the daemon runs them. */
-#include "../../src/backend_uring.c"
+ * while the allowed ops work.  Uses the backend's own set-up functions
+ * (its private header), as the daemon runs them. */
+#include "backend_uring.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "tap.h"
 

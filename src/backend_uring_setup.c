@@ -1,0 +1,278 @@
+/* backend_uring_setup.c - the io_uring backend's ring: whether io_uring
+ * can run here (probe), the ring's creation with the best task-run flags
+ * the kernel takes, its restriction to the ops echod submits, and the
+ * provided-buffer rings made of the worker's pool.  Part of the io_uring
+ * backend (backend_uring.h); the event loop is in backend_uring.c. */
+#include "backend_uring.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+static const unsigned ur_setup_flags[] = {
+	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+	0,
+};
+
+const char *ur_flags_name(unsigned flags)
+{
+	if (flags & IORING_SETUP_DEFER_TASKRUN)
+		return "SINGLE_ISSUER+DEFER_TASKRUN";
+	if (flags & IORING_SETUP_COOP_TASKRUN)
+		return "COOP_TASKRUN";
+	return "no task-run flags";
+}
+
+/* CQ size: UR_CQ_ENTRIES, or ECHOD_URING_CQ_ENTRIES (16..65536), a knob
+ * for tests (forcing CQ overflow) and for tuning. */
+static unsigned ur_cq_entries(void)
+{
+	const char *s = getenv("ECHOD_URING_CQ_ENTRIES");
+	char *end;
+	unsigned long v;
+
+	if (!s || !*s)
+		return UR_CQ_ENTRIES;
+	v = strtoul(s, &end, 10);
+	if (*end || v < 16 || v > 65536) {
+		log_warning("ECHOD_URING_CQ_ENTRIES=%s: not in 16..65536, using %u", s, UR_CQ_ENTRIES);
+		return UR_CQ_ENTRIES;
+	}
+	return (unsigned)v;
+}
+
+int ur_ring_create(struct io_uring *ring, unsigned extra, unsigned *used)
+{
+	unsigned cq = ur_cq_entries(), sq = cq < UR_SQ_ENTRIES ? cq : UR_SQ_ENTRIES;
+	int err = -EINVAL;
+
+	for (size_t i = 0; i < sizeof(ur_setup_flags) / sizeof(ur_setup_flags[0]); i++) {
+		struct io_uring_params p;
+
+		memset(&p, 0, sizeof(p));
+		p.flags = ur_setup_flags[i] | extra | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+		p.cq_entries = cq;
+		err = io_uring_queue_init_params(sq, ring, &p);
+		if (err == 0) {
+			*used = p.flags;
+			return 0;
+		}
+		if (err != -EINVAL)
+			return err;
+	}
+	return err;
+}
+
+/* Debian's liburing 2.3 declares io_uring_register_restrictions() and
+ * io_uring_enable_rings() but does not export them: call the syscall. */
+int ur_register(struct io_uring *ring, unsigned op, const void *arg, unsigned nr)
+{
+	long ret = syscall(__NR_io_uring_register, ring->ring_fd, op, arg, nr);
+
+	return ret < 0 ? -errno : 0;
+}
+
+/* The ops echod submits, and nothing else. */
+int ur_restrict(struct io_uring *ring)
+{
+	static const uint8_t ops[] = {
+		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_READ, IORING_OP_POLL_ADD,
+		IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
+	};
+	struct io_uring_restriction res[sizeof(ops) + 2];
+	unsigned n = 0;
+
+	memset(res, 0, sizeof(res));
+	for (size_t i = 0; i < sizeof(ops); i++) {
+		res[n].opcode = IORING_RESTRICTION_SQE_OP;
+		res[n++].sqe_op = ops[i];
+	}
+	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+	res[n++].sqe_flags = IOSQE_BUFFER_SELECT;
+	res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+	res[n++].register_op = IORING_UNREGISTER_RING_FDS;
+	return ur_register(ring, IORING_REGISTER_RESTRICTIONS, res, n);
+}
+
+static bool kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
+}
+
+static const char *errno_hint(int err)
+{
+	switch (err) {
+	case -EPERM:  return " (kernel.io_uring_disabled, or a seccomp filter)";
+	case -ENOSYS: return " (kernel without io_uring)";
+	case -EINVAL: return " (kernel too old for the flags used)";
+	case -ENOMEM: return " (locked memory limit, RLIMIT_MEMLOCK)";
+	default:      return "";
+	}
+}
+
+int ur_probe(const struct echod_config *cfg, char *why, size_t whylen)
+{
+	static const uint8_t needed[] = { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND,
+					  IORING_OP_READ, IORING_OP_ASYNC_CANCEL };
+	struct io_uring ring;
+	struct io_uring_probe *probe;
+	unsigned flags;
+	int err;
+
+	(void)cfg;
+	err = ur_ring_create(&ring, 0, &flags);
+	if (err) {
+		snprintf(why, whylen, "io_uring_queue_init: %s%s", strerror(-err), errno_hint(err));
+		return err;
+	}
+	probe = io_uring_get_probe_ring(&ring);
+	if (!probe) {
+		snprintf(why, whylen, "IORING_REGISTER_PROBE failed");
+		io_uring_queue_exit(&ring);
+		return -ENOTSUP;
+	}
+	for (size_t i = 0; i < sizeof(needed); i++) {
+		if (!io_uring_opcode_supported(probe, needed[i])) {
+			snprintf(why, whylen, "io_uring op %u not supported by this kernel", needed[i]);
+			io_uring_free_probe(probe);
+			io_uring_queue_exit(&ring);
+			return -ENOTSUP;
+		}
+	}
+	io_uring_free_probe(probe);
+	io_uring_queue_exit(&ring);
+	/* multishot recv with provided buffer rings: 6.0 */
+	if (!kernel_at_least(6, 0)) {
+		snprintf(why, whylen, "kernel older than 6.0: no multishot recv");
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+static void ur_free(struct ur *ur)
+{
+	for (int i = 0; i < 2; i++)
+		if (ur->g[i].br)
+			munmap(ur->g[i].br, ur->g[i].maplen);
+	if (ur->tx)
+		munmap(ur->tx, ur->tx_maplen);
+	free(ur);
+}
+
+/* Map and register the ring of group bgid for up to n buffers. */
+static int ur_group_setup(struct worker *w, struct ur *ur, int bgid, uint32_t n)
+{
+	struct ur_group *g = &ur->g[bgid];
+	struct io_uring_buf_reg reg;
+	unsigned entries = 1;
+	int err;
+
+	while (entries < n)
+		entries <<= 1;
+	g->mask = io_uring_buf_ring_mask(entries);
+	g->maplen = entries * sizeof(struct io_uring_buf);
+	g->br = mmap(NULL, g->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (g->br == MAP_FAILED) {
+		err = -errno;
+		g->br = NULL;
+		snprintf(w->init_error, sizeof(w->init_error), "mmap buffer ring: %s", strerror(-err));
+		return err;
+	}
+	io_uring_buf_ring_init(g->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)g->br;
+	reg.ring_entries = entries;
+	reg.bgid = (uint16_t)bgid;
+	err = io_uring_register_buf_ring(&ur->ring, &reg, 0);
+	if (err)
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register_buf_ring: %s",
+			 strerror(-err));
+	return err;
+}
+
+
+int ur_setup(struct worker *w, struct ur **out)
+{
+	struct ur *ur;
+	unsigned flags;
+	int err;
+
+	if (w->buffer_count > 32768) {
+		snprintf(w->init_error, sizeof(w->init_error),
+			 "buffer_count %u above the io_uring limit 32768", w->buffer_count);
+		return -EINVAL;
+	}
+	ur = calloc(1, sizeof(*ur));
+	if (!ur)
+		return -ENOMEM;
+	err = ur_ring_create(&ur->ring, IORING_SETUP_R_DISABLED, &flags);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_queue_init: %s%s",
+			 strerror(-err), errno_hint(err));
+		free(ur);
+		return err;
+	}
+	ur->tx_maplen = (size_t)w->conn_cap * sizeof(struct ur_tx);
+	ur->tx = mmap(NULL, ur->tx_maplen, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (ur->tx == MAP_FAILED) {
+		err = -errno;
+		ur->tx = NULL;
+		snprintf(w->init_error, sizeof(w->init_error), "mmap of %u send slots: %s",
+			 w->conn_cap, strerror(-err));
+		goto fail;
+	}
+	ur->resv_first = w->buffer_count - w->cc.buf_reserve;
+	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
+	if (!err)
+		err = ur_group_setup(w, ur, UR_BGID_RESV, w->cc.buf_reserve);
+	if (err)
+		goto fail;
+	ur->mshot_limit = true;     /* until the kernel says otherwise */
+	bool regfd = io_uring_register_ring_fd(&ur->ring) == 1;
+
+	err = ur_restrict(&ur->ring);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_RESTRICTIONS: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	err = ur_register(&ur->ring, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	if (err) {
+		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_ENABLE_RINGS: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	snprintf(ur->features, sizeof(ur->features),
+		 "%s, %s, buffer rings %u + %u reserve x %u bytes%s, restricted",
+		 ur_flags_name(flags),
+		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
+		 ur->resv_first, w->cc.buf_reserve, w->buffer_size,
+		 regfd ? ", registered ring fd" : "");
+	*out = ur;
+	return 0;
+fail:
+	io_uring_queue_exit(&ur->ring);
+	ur_free(ur);
+	return err;
+}
+
+void ur_teardown(struct ur *ur)
+{
+	io_uring_queue_exit(&ur->ring);
+	ur_free(ur);
+}

@@ -1,0 +1,380 @@
+/* worker_conns.c - a worker's connection slots and the services around
+ * them: the slot table (generations, free list), the idle list and the
+ * intrusive lists over slots, the accept policy (max_connections, the fd
+ * reserve, pausing on EMFILE & co) and the timers (idle timeouts, the
+ * accept pause, the drain deadline).  See worker.h. */
+#include "worker.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "log.h"
+#include "worker_int.h"
+
+#define ACCEPT_PAUSE_MS   50     /* after EMFILE & co: retry this soon */
+#define FD_RESERVE        16     /* last fds below the limit: never a client's */
+#define TICK_MAX_MS       1000
+
+/* ---- intrusive lists ---- */
+
+static inline struct ilink *ilink_of(struct conn *c, size_t link)
+{
+	return (struct ilink *)((char *)c + link);
+}
+
+void ilist_init(struct ilist *l)
+{
+	l->head = l->tail = ILIST_NONE;
+}
+
+void ilist_push_tail(struct worker *w, struct ilist *l, struct conn *c, size_t link)
+{
+	struct ilink *k = ilink_of(c, link);
+
+	k->next = ILIST_NONE;
+	k->prev = l->tail;
+	if (l->tail == ILIST_NONE)
+		l->head = c->idx;
+	else
+		ilink_of(&w->conns[l->tail], link)->next = c->idx;
+	l->tail = c->idx;
+}
+
+void ilist_remove(struct worker *w, struct ilist *l, struct conn *c, size_t link)
+{
+	struct ilink *k = ilink_of(c, link);
+
+	if (k->prev == ILIST_NONE)
+		l->head = k->next;
+	else
+		ilink_of(&w->conns[k->prev], link)->next = k->next;
+	if (k->next == ILIST_NONE)
+		l->tail = k->prev;
+	else
+		ilink_of(&w->conns[k->next], link)->prev = k->prev;
+	k->prev = k->next = ILIST_NONE;
+}
+
+struct conn *ilist_pop(struct worker *w, struct ilist *l, size_t link)
+{
+	struct conn *c;
+
+	if (l->head == ILIST_NONE)
+		return NULL;
+	c = &w->conns[l->head];
+	ilist_remove(w, l, c, link);
+	return c;
+}
+
+#define LRU offsetof(struct conn, lru)
+
+/* ---- connections ---- */
+
+struct conn *worker_conn_get(struct worker *w, uint32_t idx, uint32_t gen)
+{
+	struct conn *c;
+
+	if (idx >= w->conn_hw)
+		return NULL;
+	c = &w->conns[idx];
+	if (!(c->flags & CONN_IN_USE) || c->gen != gen)
+		return NULL;
+	return c;
+}
+
+/* The echo logic's touch hook: c was active, first time this tick. */
+static void conn_touched(struct conn_ctx *cc, struct conn *c)
+{
+	struct worker *w = worker_of(cc);
+
+	if (w->lru.tail != c->idx) {
+		ilist_remove(w, &w->lru, c, LRU);
+		ilist_push_tail(w, &w->lru, c, LRU);
+	}
+}
+
+static void reject(struct worker *w, int fd, const char *why)
+{
+	log_debug("worker %u: connection fd %d closed at once (%s)", w->id, fd, why);
+	close(fd);
+	ctr_add(&w->cc.ctr->rejected, 1);
+}
+
+struct conn *worker_slot_alloc(struct worker *w, int fd)
+{
+	struct conn *c;
+	uint32_t idx;
+
+	if (w->conn_free != CONN_IDX_NONE) {
+		idx = w->conn_free;
+		w->conn_free = w->conns[idx].lru.next;
+	} else if (w->conn_hw < w->conn_cap) {
+		idx = w->conn_hw++;
+		w->conns[idx].gen = 0;
+	} else {
+		return NULL;
+	}
+	c = &w->conns[idx];
+	c->fd = fd;
+	c->idx = idx;
+	c->flags = CONN_IN_USE;
+	c->bstate = 0;
+	c->bdata = 0;
+	c->wait.prev = c->wait.next = ILIST_NONE;
+	conn_start(&w->cc, c);
+	ilist_push_tail(w, &w->lru, c, LRU);
+	if (w->state == WORKER_DRAINING)
+		c->flags |= CONN_DRAIN;
+	w->nconns++;
+	ctr_add(&w->cc.ctr->current, 1);
+	return c;
+}
+
+struct conn *worker_conn_new(struct worker *w, int fd)
+{
+	struct conn *c;
+	uint32_t n;
+	int one = 1;
+
+	/* a backend that accepts asynchronously (io_uring) may still
+	 * complete an accept after its worker began a hand-over: that
+	 * connection goes along with the others, never refused */
+	if (w->state != WORKER_RUNNING && w->state != WORKER_HANDOVER) {
+		reject(w, fd, "stopping");
+		return NULL;
+	}
+	/* exact across workers: reserve a place, give it back if over */
+	n = atomic_fetch_add_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+	if (n >= atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
+		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+		reject(w, fd, "max_connections");
+		return NULL;
+	}
+	c = worker_slot_alloc(w, fd);
+	if (!c) {
+		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+		reject(w, fd, "connection table full");
+		return NULL;
+	}
+	if (w->state == WORKER_HANDOVER)
+		c->flags |= CONN_FREEZE;
+	ctr_add(&w->cc.ctr->accepted, 1);
+	/* echo replies must not wait for Nagle + delayed ACK */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		log_errno(LOG_DEBUG, errno, "setsockopt TCP_NODELAY fd %d", fd);
+	return c;
+}
+
+void worker_slot_release(struct worker *w, struct conn *c)
+{
+	conn_drop(&w->cc, c);
+	ilist_remove(w, &w->lru, c, LRU);
+	c->flags = 0;
+	c->fd = -1;
+	c->gen = (c->gen + 1) & CONN_GEN_MASK;
+	c->lru.next = w->conn_free;
+	w->conn_free = c->idx;
+	w->nconns--;
+	atomic_store_explicit(&w->cc.ctr->current,
+			      ctr_get(&w->cc.ctr->current) - 1, memory_order_relaxed);
+}
+
+void worker_conn_free(struct worker *w, struct conn *c)
+{
+	worker_slot_release(w, c);
+	atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+	ctr_add(&w->cc.ctr->closed, 1);
+}
+
+/* ---- accept policy ---- */
+
+bool worker_accept_error(struct worker *w, int err)
+{
+	enum accept_err kind;
+
+	switch (err) {
+	case -EAGAIN:
+	case -EINTR:
+	case -ECONNABORTED:
+	case -EPROTO:
+	case -EPERM:           /* a firewall said no to this one */
+	case -ENETDOWN:        /* accept4(2): already-pending network errors */
+	case -ENOPROTOOPT:
+	case -EHOSTDOWN:
+	case -ENONET:
+	case -EHOSTUNREACH:
+	case -EOPNOTSUPP:
+	case -ENETUNREACH:
+		return false;
+	case -EMFILE:  kind = AERR_EMFILE;  break;
+	case -ENFILE:  kind = AERR_ENFILE;  break;
+	case -ENOBUFS: kind = AERR_ENOBUFS; break;
+	case -ENOMEM:  kind = AERR_ENOMEM;  break;
+	default:       kind = AERR_OTHER;   break;
+	}
+	/* log the first of a run only; the counter says how many */
+	if (w->accept_resume_ms + 1000 < w->cc.now_ms)
+		log_errno(LOG_WARNING, err, "worker %u: accept4 failed, pausing accepts for %d ms",
+			  w->id, ACCEPT_PAUSE_MS);
+	ctr_add(&w->cc.ctr->accept_errors[kind], 1);
+	w->accept_resume_ms = w->cc.now_ms + ACCEPT_PAUSE_MS;
+	return true;
+}
+
+bool worker_fd_reserved(struct worker *w, int fd)
+{
+	return fd >= w->fd_ceiling;
+}
+
+/* Clients may use the fds below the limit but the last FD_RESERVE (a
+ * quarter of a small limit): out of fds, /metrics still answers (an
+ * accept, /proc/self files) and a reload can still start its parser. */
+static void fd_ceiling_init(struct worker *w)
+{
+	struct rlimit rl;
+
+	w->fd_ceiling = INT_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)INT_MAX) {
+		int lim = (int)rl.rlim_cur;
+
+		w->fd_ceiling = lim - (lim / 4 < FD_RESERVE ? lim / 4 : FD_RESERVE);
+	}
+}
+
+bool worker_accept_allowed(struct worker *w)
+{
+	/* RUNNING only: not while draining or handing over */
+	return w->state == WORKER_RUNNING && w->cc.now_ms >= w->accept_resume_ms;
+}
+
+/* ---- the table ---- */
+
+int worker_conns_alloc(struct worker *w)
+{
+	void *mem;
+	int err;
+
+	w->conns_maplen = (size_t)w->conn_cap * sizeof(struct conn);
+	mem = mmap(NULL, w->conns_maplen, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (mem == MAP_FAILED) {
+		err = -errno;
+		snprintf(w->init_error, sizeof(w->init_error),
+			 "mmap of %u connection slots: %s", w->conn_cap, strerror(-err));
+		return err;
+	}
+	w->conns = mem;
+	w->conn_hw = 0;
+	w->conn_free = CONN_IDX_NONE;
+	w->nconns = 0;
+	ilist_init(&w->lru);
+	w->cc.touch = conn_touched;
+	fd_ceiling_init(w);
+	return 0;
+}
+
+void worker_conns_free(struct worker *w)
+{
+	if (w->conns)
+		munmap(w->conns, w->conns_maplen);
+	w->conns = NULL;
+}
+
+/* ---- timers ---- */
+
+static uint64_t idle_next_expiry(struct worker *w)
+{
+	uint32_t i = w->lru.head;
+
+	/* a failed connection may linger while its ops are cancelled */
+	while (i != ILIST_NONE && (w->conns[i].flags & CONN_FAILED))
+		i = w->conns[i].lru.next;
+	if (i == ILIST_NONE)
+		return UINT64_MAX;
+	return w->conns[i].last_active + w->params.idle_timeout_ms;
+}
+
+int worker_timeout_ms(struct worker *w)
+{
+	uint64_t at = UINT64_MAX;
+
+	if (w->state == WORKER_HANDOVER)
+		return 5;      /* short: the hand-over checks its connections */
+	if (w->params.idle_timeout_ms && w->nconns)
+		at = idle_next_expiry(w);
+	if (!w->accepting && w->state == WORKER_RUNNING && w->accept_resume_ms < at)
+		at = w->accept_resume_ms;
+	if (w->state == WORKER_DRAINING) {
+		uint64_t d = w->drain_deadline_ms;
+
+		if (d <= w->cc.now_ms)
+			d = w->drain_deadline_ms + DRAIN_GRACE_MS;
+		if (d < at)
+			at = d;
+	}
+	if (at == UINT64_MAX)
+		return -1;
+	if (at <= w->cc.now_ms)
+		return 1;    /* the coarse clock ticks every few ms */
+	if (at - w->cc.now_ms > TICK_MAX_MS)
+		return TICK_MAX_MS;
+	return (int)(at - w->cc.now_ms) + 1;
+}
+
+static void fail_and_update(struct worker *w, struct conn *c)
+{
+	conn_fail(&w->cc, c, 0);
+	w->ops->update_conn(w, c);
+}
+
+void worker_tick(struct worker *w)
+{
+	if (w->params.idle_timeout_ms) {
+		uint32_t i = w->lru.head;
+
+		while (i != ILIST_NONE) {
+			struct conn *c = &w->conns[i];
+
+			i = c->lru.next;
+			if (c->flags & CONN_FAILED)
+				continue;
+			if (c->last_active + w->params.idle_timeout_ms > w->cc.now_ms)
+				break;
+			log_debug("worker %u: connection fd %d idle for %u s, closing",
+				  w->id, c->fd, w->params.idle_timeout_ms / 1000);
+			ctr_add(&w->cc.ctr->idle_timeouts, 1);
+			fail_and_update(w, c);
+		}
+	}
+	if (w->state == WORKER_RUNNING && !w->accepting && worker_accept_allowed(w))
+		w->ops->update_accept(w);
+	if (w->state == WORKER_DRAINING && w->cc.now_ms >= w->drain_deadline_ms && w->nconns) {
+		uint32_t i = w->lru.head;
+		unsigned n = 0;
+
+		while (i != ILIST_NONE) {
+			struct conn *c = &w->conns[i];
+
+			i = c->lru.next;
+			if (c->flags & CONN_FAILED)
+				continue;
+			n++;
+			fail_and_update(w, c);
+		}
+		if (n)
+			log_warning("worker %u: shutdown deadline reached, closing %u connection(s)",
+				    w->id, n);
+	}
+}
+
