@@ -12,6 +12,7 @@
  *   config_types.c    the types of settings: ints, enums, addresses, lists
  *   config_dump.c     the configuration printed as an echod.conf (echod -T)
  *   config_parse.c    a file through the scan, libconfig and the table
+ *   config_where.c    where a libconfig setting stands: FILE:LINE of its errors
  *   config_scan.c     the pre-scanner guarding libconfig 1.5, @include
  *   config_literal.c  libconfig 1.5's number literals (wrapped integers)
  *   config_load.c     config_parse_file() in a child process, through a pipe

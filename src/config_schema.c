@@ -11,7 +11,7 @@
 #include "autoconfig.h"
 
 #include "config.h"
-#include "config_parse.h"
+#include "config_where.h"
 #include "config_scan.h"
 #include "config_schema.h"
 
@@ -160,14 +160,14 @@ static void validate_group(struct scan *sc, const config_setting_t *group,
 			st->type->parse(sc, s, st, cfg);
 		} else if (is_group(name)) {
 			if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
-				parse_error(sc, s, "%s: expected a group, got %s", name,
+				where_error(sc, s, "%s: expected a group, got %s", name,
 					    schema_type_name(s));
 			} else {
 				strcat(name, ".");
 				validate_group(sc, s, name, cfg);
 			}
 		} else {
-			parse_error(sc, s, "unknown setting '%s'", name);
+			where_error(sc, s, "unknown setting '%s'", name);
 		}
 	}
 }

@@ -8,7 +8,7 @@
 #include "autoconfig.h"
 
 #include "config.h"
-#include "config_parse.h"
+#include "config_where.h"
 #include "config_scan.h"
 #include "config_schema.h"
 
@@ -105,13 +105,13 @@ static int get_int(struct scan *sc, const config_setting_t *s, const char *name,
 	long long v;
 
 	if (!is_int(s)) {
-		parse_error(sc, s, "%s: expected an integer, got %s", name, schema_type_name(s));
+		where_error(sc, s, "%s: expected an integer, got %s", name, schema_type_name(s));
 		return -EINVAL;
 	}
 	v = config_setting_get_int64(s);
 	if (v < min || v > max) {
-		if (!parse_flagged(sc, s))
-			parse_error(sc, s, "%s: %lld is out of range %lld..%lld", name, v, min, max);
+		if (!where_flagged(sc, s))
+			where_error(sc, s, "%s: %lld is out of range %lld..%lld", name, v, min, max);
 		return -EINVAL;
 	}
 	*out = v;
@@ -122,7 +122,7 @@ static int get_int(struct scan *sc, const config_setting_t *s, const char *name,
 static const char *get_string(struct scan *sc, const config_setting_t *s, const char *name)
 {
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		parse_error(sc, s, "%s: expected a string, got %s", name, schema_type_name(s));
+		where_error(sc, s, "%s: expected a string, got %s", name, schema_type_name(s));
 		return NULL;
 	}
 	return config_setting_get_string(s);
@@ -173,7 +173,7 @@ static int get_addr(struct scan *sc, const config_setting_t *s, const char *name
 	char shown[SCAN_SHOWN_SIZE];
 
 	if (addr_parse(a, str) < 0) {
-		parse_error(sc, s, "%s: '%s' is not an IPv4 or IPv6 address", name,
+		where_error(sc, s, "%s: '%s' is not an IPv4 or IPv6 address", name,
 			    SCAN_PRINTABLE(shown, str));
 		return -EINVAL;
 	}
@@ -260,7 +260,7 @@ static void bool_parse(struct scan *sc, const config_setting_t *s,
 	bool v;
 
 	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-		parse_error(sc, s, "%s: expected a boolean, got %s", st->name, schema_type_name(s));
+		where_error(sc, s, "%s: expected a boolean, got %s", st->name, schema_type_name(s));
 		return;
 	}
 	v = config_setting_get_bool(s) != 0;
@@ -343,7 +343,7 @@ static void enum_parse(struct scan *sc, const config_setting_t *s,
 		}
 	}
 	enum_list(st, false, expected, sizeof(expected));
-	parse_error(sc, s, "%s: unknown value '%s' (expected %s)", st->name,
+	where_error(sc, s, "%s: unknown value '%s' (expected %s)", st->name,
 		    SCAN_PRINTABLE(shown, v), expected);
 }
 
@@ -482,17 +482,17 @@ static void addr_list_parse(struct scan *sc, const config_setting_t *s,
 		return;
 	}
 	if (!is_list(s)) {
-		parse_error(sc, s, "%s: expected a string or a list of strings, got %s", st->name,
+		where_error(sc, s, "%s: expected a string or a list of strings, got %s", st->name,
 			    schema_type_name(s));
 		return;
 	}
 	count = (unsigned)config_setting_length(s);
 	if (count == 0) {
-		parse_error(sc, s, "%s: empty list (at least one address is required)", st->name);
+		where_error(sc, s, "%s: empty list (at least one address is required)", st->name);
 		return;
 	}
 	if (count > st->max_count || count > CONFIG_MAX_LISTEN) {
-		parse_error(sc, s, "%s: too many addresses (%u, at most %u)", st->name, count,
+		where_error(sc, s, "%s: too many addresses (%u, at most %u)", st->name, count,
 			    st->max_count);
 		return;
 	}
@@ -500,7 +500,7 @@ static void addr_list_parse(struct scan *sc, const config_setting_t *s,
 		const config_setting_t *e = config_setting_get_elem(s, i);
 
 		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-			parse_error(sc, e, "%s[%u]: expected a string, got %s", st->name, i,
+			where_error(sc, e, "%s[%u]: expected a string, got %s", st->name, i,
 				    schema_type_name(e));
 			ok = false;
 			continue;
@@ -513,7 +513,7 @@ static void addr_list_parse(struct scan *sc, const config_setting_t *s,
 			if (addr_equal(&addrs[k], &addrs[n]))
 				break;
 		if (k < n) {
-			parse_error(sc, e, "%s: duplicate address '%s'", st->name,
+			where_error(sc, e, "%s: duplicate address '%s'", st->name,
 				    SCAN_PRINTABLE(shown, addrs[n].text));
 			ok = false;
 			continue;
@@ -543,15 +543,15 @@ static int core_check(struct scan *sc, const config_setting_t *e,
 	if (get_int(sc, e, st->name, st->min, st->max, &v) < 0)
 		return -EINVAL;
 	if (ncpus > 0 && v >= ncpus) {
-		if (!parse_flagged(sc, e))
-			parse_error(sc, e, "%s %lld does not exist (this machine has %ld CPU%s)",
+		if (!where_flagged(sc, e))
+			where_error(sc, e, "%s %lld does not exist (this machine has %ld CPU%s)",
 				    st->name, v, ncpus, ncpus == 1 ? "" : "s");
 		return -EINVAL;
 	}
 	for (k = 0; k < n; k++) {
 		if (cores[k] == (int)v) {
-			if (!parse_flagged(sc, e))
-				parse_error(sc, e, "%s: duplicate core %lld", st->name, v);
+			if (!where_flagged(sc, e))
+				where_error(sc, e, "%s: duplicate core %lld", st->name, v);
 			return -EINVAL;
 		}
 	}
@@ -572,13 +572,13 @@ static void core_parse(struct scan *sc, const config_setting_t *s,
 			return;
 		n = 1;
 	} else if (!is_list(s)) {
-		parse_error(sc, s, "%s: expected an integer or a list of integers, got %s",
+		where_error(sc, s, "%s: expected an integer or a list of integers, got %s",
 			    st->name, schema_type_name(s));
 		return;
 	} else {
 		count = (unsigned)config_setting_length(s);
 		if (count > st->max_count || count > CONFIG_MAX_CORES) {
-			parse_error(sc, s, "%s: too many cores (%u, at most %u)", st->name, count,
+			where_error(sc, s, "%s: too many cores (%u, at most %u)", st->name, count,
 				    st->max_count);
 			return;
 		}
@@ -586,7 +586,7 @@ static void core_parse(struct scan *sc, const config_setting_t *s,
 			const config_setting_t *e = config_setting_get_elem(s, i);
 
 			if (!is_int(e)) {
-				parse_error(sc, e, "%s[%u]: expected an integer, got %s", st->name,
+				where_error(sc, e, "%s[%u]: expected an integer, got %s", st->name,
 					    i, schema_type_name(e));
 				ok = false;
 				continue;

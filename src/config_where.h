@@ -1,7 +1,7 @@
-/* config_parse.h - reporting errors at libconfig settings (config_parse.c),
- * for the settings table (config_schema.c). */
-#ifndef ECHOD_CONFIG_PARSE_H
-#define ECHOD_CONFIG_PARSE_H
+/* config_where.h - where a libconfig setting stands in the files
+ * (config_where.c): errors reported at it, for the settings table. */
+#ifndef ECHOD_CONFIG_WHERE_H
+#define ECHOD_CONFIG_WHERE_H
 
 #include <libconfig.h>
 #include <stdbool.h>
@@ -10,11 +10,11 @@
 
 /* Report "FILE:LINE: message" at setting s, its line mapped back through
  * the scan to the file that holds it. */
-void parse_error(struct scan *sc, const config_setting_t *s, const char *fmt, ...)
+void where_error(struct scan *sc, const config_setting_t *s, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* Whether the value of s was already reported as an integer literal out of
  * range (libconfig holds a wrapped value there: not to be reported again). */
-bool parse_flagged(const struct scan *sc, const config_setting_t *s);
+bool where_flagged(const struct scan *sc, const config_setting_t *s);
 
 #endif
