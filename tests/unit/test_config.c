@@ -12,6 +12,7 @@
 #include "autoconfig.h"
 
 #include "config.h"
+#include "fdutil.h"
 #include "tap.h"
 
 #include <arpa/inet.h>
@@ -256,17 +257,7 @@ static long long now_ms(void)
 
 static int count_fds(void)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;   /* the DIR's own fd */
+	return fdu_count();
 }
 
 static void set_addr(struct config_addr *a, const char *text, uint16_t port)
