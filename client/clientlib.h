@@ -57,10 +57,9 @@ struct cl_target {
 	{ "help", no_argument, NULL, 'h' }
 
 /* Parse the command line with getopt_long(): CL_TARGET_OPTIONS and
- * CL_HELP_OPTION here (-H,
- * -p and -c into *t, -h writes usage(stdout) and exits 0), every other
- * option by option(ch, optarg); a getopt error, an argument left over or
- * no -p is a usage error. */
+ * CL_HELP_OPTION here (-H, -p and -c into *t, -h writes usage(stdout) and
+ * exits 0), every other option by option(ch, optarg); a getopt error, an
+ * argument left over or no -p is a usage error. */
 void cl_parse_options(int argc, char **argv, const char *shortopts,
 		      const struct option *longopts, struct cl_target *t,
 		      void (*usage)(FILE *), void (*option)(int ch, const char *arg));
