@@ -2,7 +2,8 @@
  * checked, latency histogram, server CPU per request.
  *
  * Grown from tests/echoclient.c (seeded payloads, every byte checked, one
- * thread on one edge-triggered epoll set), but built for measurement:
+ * thread on one edge-triggered epoll set; the helpers both use are in
+ * client/clientlib.c), but built for measurement:
  *
  *  - A request is L bytes; a connection sends one, waits until all L bytes
  *    have come back, and only then sends the next (one request in flight
@@ -53,7 +54,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -71,12 +71,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/clientlib.h"
+
 #define TABLE_BITS     20                    /* 1 MiB of payload noise */
 #define TABLE_SIZE     (1u << TABLE_BITS)
 #define MAX_PAYLOAD    (16u * 1024 * 1024)
 #define RBUF_SIZE      (256 * 1024)
 #define MAX_EVENTS     4096
-#define GOLDEN         UINT64_C(0x9e3779b97f4a7c15)
 #define NS             UINT64_C(1000000000)
 
 /* ------------------------------------------------------------ histogram */
@@ -176,9 +177,7 @@ struct conn {
 };
 
 static struct {
-	const char *host;
-	int port;
-	unsigned long conns;
+	struct cl_target target;
 	uint32_t payload;
 	double duration;
 	double warmup;
@@ -192,9 +191,7 @@ static struct {
 	bool nagle;
 	uint64_t seed;
 } opt = {
-	.host = "127.0.0.1",
-	.port = -1,
-	.conns = 1,
+	.target = CL_TARGET_DEFAULT(1000000),
 	.payload = 64,
 	.duration = 5,
 	.warmup = 1,
@@ -206,7 +203,6 @@ static struct {
 	.seed = 1,
 };
 
-static const char *prog = "echobench";
 static struct conn *conns;
 static int epfd;
 static struct sockaddr_storage dst;
@@ -229,21 +225,13 @@ static struct hist lag;                /* open loop: send time - due time */
 
 /* ---------------------------------------------------------------- utils */
 
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
-
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fail(const char *fmt, ...)
 {
 	va_list ap;
 
 	fflush(stdout);
-	fprintf(stderr, "%s: FAIL ", prog);
+	fprintf(stderr, "%s: FAIL ", cl_prog);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -251,83 +239,22 @@ static void fail(const char *fmt, ...)
 	exit(1);
 }
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help'.\n", prog);
-	exit(2);
-}
-
-static const char *errname(int e)
-{
-	const char *n = strerrorname_np(e);
-
-	return n ? n : "E?";
-}
-
-static inline uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
 /* Table offset of request seq of a connection: any byte offset, so that a
  * stream shifted by a few bytes fails too. */
 static inline uint32_t req_offset(uint64_t key, uint64_t seq)
 {
-	return (uint32_t)(mix64(key + (seq + 1) * GOLDEN) & (TABLE_SIZE - 1));
+	return (uint32_t)(cl_stream_word(key, seq) & (TABLE_SIZE - 1));
 }
 
 /* ------------------------------------------------------------- options */
 
-static double parse_double(const char *name, const char *s, double lo, double hi)
+static uint32_t parse_payload(const char *s)
 {
-	char *end;
-	double v;
+	uint64_t v;
 
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end != '\0' || !(v >= lo) || !(v <= hi))
-		usage_error("invalid %s '%s' (expected %g..%g)", name, s, lo, hi);
-	return v;
-}
-
-static long parse_long(const char *name, const char *s, long lo, long hi)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end != '\0' || v < lo || v > hi)
-		usage_error("invalid %s '%s' (expected %ld..%ld)", name, s, lo, hi);
-	return v;
-}
-
-static uint32_t parse_bytes(const char *s)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || *s == '-')
-		usage_error("invalid payload size '%s'", s);
-	if (*end == 'k' || *end == 'K')
-		shift = 10, end++;
-	else if (*end == 'm' || *end == 'M')
-		shift = 20, end++;
-	if (*end != '\0' || v == 0 || v > (MAX_PAYLOAD >> shift))
-		usage_error("invalid payload size '%s' (1..16M, suffix k/m allowed)", s);
-	return (uint32_t)(v << shift);
+	if (cl_parse_size(s, &v) < 0 || v == 0 || v > MAX_PAYLOAD)
+		cl_usage_error("invalid payload size '%s' (1..16M, suffix k/m allowed)", s);
+	return (uint32_t)v;
 }
 
 static void usage(FILE *f)
@@ -364,16 +291,14 @@ static void usage(FILE *f)
 "p90_us p99_us p999_us max_us mean_us errors unfinished server_cpu_us_per_req\n"
 "server_cpu_util server_rss_kb [client_lag_p50_us client_lag_p99_us] client_cpu_us_per_req\n"
 "client_cpu_util (times in microseconds).\n"
-"Exit 0; 1 on a wrong byte (offset printed) or a fatal error; 2 on usage.\n", prog);
+"Exit 0; 1 on a wrong byte (offset printed) or a fatal error; 2 on usage.\n", cl_prog);
 }
 
 enum { OPT_RATE = 256, OPT_CPU, OPT_SERVER_PID, OPT_JSON, OPT_SEED, OPT_DRAIN,
        OPT_NAGLE, OPT_CONNECT_TIMEOUT, OPT_SPIN_US };
 
 static const struct option longopts[] = {
-	{ "host",            required_argument, NULL, 'H' },
-	{ "port",            required_argument, NULL, 'p' },
-	{ "conns",           required_argument, NULL, 'c' },
+	CL_TARGET_OPTIONS,
 	{ "payload",         required_argument, NULL, 'l' },
 	{ "duration",        required_argument, NULL, 'd' },
 	{ "warmup",          required_argument, NULL, 'w' },
@@ -386,85 +311,39 @@ static const struct option longopts[] = {
 	{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 	{ "spin-us",         required_argument, NULL, OPT_SPIN_US },
 	{ "json",            no_argument,       NULL, OPT_JSON },
-	{ "help",            no_argument,       NULL, 'h' },
+	CL_HELP_OPTION,
 	{ NULL, 0, NULL, 0 },
 };
 
+/* One of the program's own options (cl_parse_options() handles -H, -p, -h). */
+static void on_option(int ch, const char *arg)
+{
+	switch (ch) {
+	case 'l': opt.payload = parse_payload(arg); break;
+	case 'd': opt.duration = cl_opt_double("duration", arg, 0.01, 86400); break;
+	case 'w': opt.warmup = cl_opt_double("warm-up", arg, 0, 86400); break;
+	case OPT_RATE: opt.rate = cl_opt_double("rate", arg, 0.001, 1e9); break;
+	case OPT_DRAIN: opt.drain = cl_opt_double("drain", arg, 0, 86400); break;
+	case OPT_CPU: opt.cpu = (int)cl_opt_long("cpu", arg, 0, CPU_SETSIZE - 1); break;
+	case OPT_SERVER_PID:
+		opt.server_pid = cl_opt_long("server pid", arg, 1, 0x7fffffff);
+		break;
+	case OPT_SEED: opt.seed = cl_opt_seed(arg); break;
+	case OPT_NAGLE: opt.nagle = true; break;
+	case OPT_CONNECT_TIMEOUT:
+		opt.connect_timeout = cl_opt_double("connect timeout", arg, 0.1, 3600);
+		break;
+	case OPT_SPIN_US: opt.spin_us = cl_opt_double("spin", arg, 0, 1e6); break;
+	case OPT_JSON: opt.json = true; break;
+	}
+}
+
 static void parse_args(int argc, char **argv)
 {
-	int ch;
-	char *end;
-
-	while ((ch = getopt_long(argc, argv, "H:p:c:l:d:w:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'H': opt.host = optarg; break;
-		case 'p': opt.port = (int)parse_long("port", optarg, 1, 65535); break;
-		case 'c':
-			opt.conns = (unsigned long)parse_long("connection count", optarg, 1, 1000000);
-			break;
-		case 'l': opt.payload = parse_bytes(optarg); break;
-		case 'd': opt.duration = parse_double("duration", optarg, 0.01, 86400); break;
-		case 'w': opt.warmup = parse_double("warm-up", optarg, 0, 86400); break;
-		case OPT_RATE: opt.rate = parse_double("rate", optarg, 0.001, 1e9); break;
-		case OPT_DRAIN: opt.drain = parse_double("drain", optarg, 0, 86400); break;
-		case OPT_CPU: opt.cpu = (int)parse_long("cpu", optarg, 0, CPU_SETSIZE - 1); break;
-		case OPT_SERVER_PID:
-			opt.server_pid = parse_long("server pid", optarg, 1, 0x7fffffff);
-			break;
-		case OPT_SEED:
-			errno = 0;
-			opt.seed = strtoull(optarg, &end, 0);
-			if (errno || end == optarg || *end != '\0' || *optarg == '-')
-				usage_error("invalid seed '%s'", optarg);
-			break;
-		case OPT_NAGLE: opt.nagle = true; break;
-		case OPT_CONNECT_TIMEOUT:
-			opt.connect_timeout = parse_double("connect timeout", optarg, 0.1, 3600);
-			break;
-		case OPT_SPIN_US: opt.spin_us = parse_double("spin", optarg, 0, 1e6); break;
-		case OPT_JSON: opt.json = true; break;
-		case 'h': usage(stdout); exit(0);
-		default:
-			fprintf(stderr, "Try '%s --help'.\n", prog);
-			exit(2);
-		}
-	}
-	if (optind < argc)
-		usage_error("unexpected argument '%s'", argv[optind]);
-	if (opt.port < 0)
-		usage_error("--port is required");
+	cl_parse_options(argc, argv, "H:p:c:l:d:w:h", longopts, &opt.target, usage, on_option);
 	spin_ns = (uint64_t)(opt.spin_us * 1000.0);
 	if (opt.drain < 0)
 		opt.drain = opt.duration > 1 ? opt.duration : 1;
-}
-
-static void resolve(void)
-{
-	struct addrinfo hints, *res;
-	char host[256], port[16];
-	const char *h = opt.host;
-	size_t len = strlen(h);
-	int rc;
-
-	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
-		if (len - 2 >= sizeof(host))
-			usage_error("invalid host '%s'", opt.host);
-		memcpy(host, h + 1, len - 2);
-		host[len - 2] = '\0';
-		h = host;
-	}
-	snprintf(port, sizeof(port), "%d", opt.port);
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	rc = getaddrinfo(h, port, &hints, &res);
-	if (rc != 0)
-		usage_error("invalid host '%s': %s (an IPv4 or IPv6 literal is expected)",
-			    opt.host, gai_strerror(rc));
-	memcpy(&dst, res->ai_addr, res->ai_addrlen);
-	dstlen = res->ai_addrlen;
-	freeaddrinfo(res);
 }
 
 /* ------------------------------------------------------- process stats */
@@ -535,7 +414,7 @@ static void conn_lost(struct conn *c, const char *what, int err)
 	errors++;
 	if (!first_error[0])
 		snprintf(first_error, sizeof(first_error), "conn=%u %s: %s", c->idx, what,
-			 err ? errname(err) : "EOF");
+			 err ? cl_errname(err) : "EOF");
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -551,7 +430,7 @@ static void conn_open(struct conn *c)
 
 	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		fail("conn=%u socket: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u socket: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	if (!opt.nagle)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
@@ -560,9 +439,9 @@ static void conn_open(struct conn *c)
 	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 	ev.data.u32 = c->idx;
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		fail("conn=%u epoll_ctl: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u epoll_ctl: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0 && errno != EINPROGRESS)
-		fail("conn=%u connect: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 }
 
 static void req_send(struct conn *c)
@@ -604,7 +483,7 @@ static void req_start(struct conn *c, uint64_t t_req)
 /* Open loop: due time of request k of connection i. */
 static inline uint64_t due_time(uint32_t i, uint64_t k)
 {
-	return t0 + (uint64_t)(((double)i + (double)k * (double)opt.conns) * interval_ns);
+	return t0 + (uint64_t)(((double)i + (double)k * (double)opt.target.conns) * interval_ns);
 }
 
 /* --- open loop: min-heap of idle connections by next_due */
@@ -735,7 +614,7 @@ static void conn_recv(struct conn *c, uint64_t *now)
 				mismatch(c, (size_t)n);
 			c->got += (uint32_t)n;
 			if (c->got == opt.payload) {
-				*now = now_ns();
+				*now = cl_now_ns();
 				req_done(c, *now);
 				return;     /* nothing more can be queued: one in flight */
 			}
@@ -755,13 +634,10 @@ static void conn_recv(struct conn *c, uint64_t *now)
 
 static void conn_connected(struct conn *c)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
+	int err = cl_socket_error(c->fd);
 
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
 	if (err)
-		fail("conn=%u connect: %s (%s)", c->idx, errname(err), strerror(err));
+		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(err), strerror(err));
 	c->state = C_IDLE;
 }
 
@@ -783,49 +659,36 @@ static void handle_event(const struct epoll_event *ev, uint64_t *now)
 		conn_recv(c, now);
 }
 
-/* ------------------------------------------------------------------ main */
+/* ------------------------------------------------------------------- run */
 
+/* Room for every connection (and a few more fds), or fail. */
 static void raise_nofile(void)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < opt.conns + 16)
+	if (cl_raise_nofile(&rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < opt.target.conns + 16)
 		fail("RLIMIT_NOFILE is %llu, below the %lu connections asked for",
-		     (unsigned long long)rl.rlim_cur, opt.conns);
+		     (unsigned long long)rl.rlim_cur, opt.target.conns);
 }
 
 static void pin(void)
 {
-	cpu_set_t set;
+	int r;
 
-	if (opt.cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(opt.cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set) < 0)
-		fail("sched_setaffinity to CPU %d: %s (%s)", opt.cpu, errname(errno),
-		     strerror(errno));
+	if (opt.cpu >= 0 && (r = cl_pin_cpu(opt.cpu)) < 0)
+		fail("sched_setaffinity to CPU %d: %s (%s)", opt.cpu, cl_errname(-r), strerror(-r));
 }
 
 static void make_table(void)
 {
-	size_t i, len = (size_t)TABLE_SIZE + opt.payload;
-	uint64_t k = mix64(opt.seed ^ UINT64_C(0x6a09e667f3bcc908));
+	size_t len = (size_t)TABLE_SIZE + opt.payload;
 
-	table = malloc(len + 8);
+	table = malloc(len);
 	rbuf = malloc(RBUF_SIZE);
 	if (!table || !rbuf)
 		fail("out of memory");
-	for (i = 0; i < len; i += 8) {
-		uint64_t v = mix64(k + (i / 8 + 1) * GOLDEN);
-
-		memcpy(table + i, &v, 8);
-	}
+	cl_fill_stream(table, cl_seed_key(opt.seed), 0, len);
 }
 
 static int wait_events(struct epoll_event *events, uint64_t now, uint64_t until)
@@ -845,7 +708,7 @@ static int wait_events(struct epoll_event *events, uint64_t now, uint64_t until)
 	if (n < 0 && errno == ENOSYS)
 		n = epoll_wait(epfd, events, MAX_EVENTS, (int)((d + 999999) / 1000000));
 	if (n < 0 && errno != EINTR)
-		fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
+		fail("epoll_wait: %s (%s)", cl_errname(errno), strerror(errno));
 	return n < 0 ? 0 : n;
 }
 
@@ -864,7 +727,7 @@ static uint64_t record_unfinished(uint64_t now)
 	uint64_t n = 0;
 	unsigned long i;
 
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		struct conn *c = &conns[i];
 		uint64_t k = c->state == C_BUSY ? c->seq - 1 : c->seq;
 		uint64_t t;
@@ -885,7 +748,7 @@ static bool all_window_done(void)
 {
 	unsigned long i;
 
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		const struct conn *c = &conns[i];
 
 		if (c->state == C_DEAD)
@@ -896,24 +759,174 @@ static bool all_window_done(void)
 	return true;
 }
 
+/* ------------------------------------------------------------------ report */
+
+/* What main() measured over the window, for the report. */
+struct measured {
+	double elapsed;          /* s */
+	double srv_s;            /* server CPU time, s; < 0: not measured */
+	long rss_kb;             /* server VmRSS at the end; < 0: not measured */
+	uint64_t cli_ns;         /* client CPU time */
+	uint64_t unfinished;
+};
+
+/* F_WORD is quoted in JSON only, F_TEXT in both formats. */
+enum fig_kind { F_WORD, F_TEXT, F_U64, F_DOUBLE };
+
+/* One figure of the result: computed once, written in either format. */
+struct figure {
+	const char *name;
+	enum fig_kind kind;
+	bool known;              /* false: null in JSON, left out of key=value */
+	int prec, json_prec;     /* F_DOUBLE: decimals */
+	union {
+		const char *s;
+		uint64_t u;
+		double d;
+	} v;
+};
+
+#define FIGURES_MAX 32
+
+struct figures {
+	struct figure f[FIGURES_MAX];
+	unsigned n;
+};
+
+static struct figure *fig_add(struct figures *fs, const char *name, enum fig_kind kind)
+{
+	struct figure *f;
+
+	if (fs->n == FIGURES_MAX)
+		abort();
+	f = &fs->f[fs->n++];
+	memset(f, 0, sizeof(*f));
+	f->name = name;
+	f->kind = kind;
+	f->known = true;
+	return f;
+}
+
+static void fig_str(struct figures *fs, const char *name, const char *s, bool quoted)
+{
+	fig_add(fs, name, quoted ? F_TEXT : F_WORD)->v.s = s;
+}
+
+static void fig_u64(struct figures *fs, const char *name, uint64_t u)
+{
+	fig_add(fs, name, F_U64)->v.u = u;
+}
+
+static struct figure *fig_double(struct figures *fs, const char *name, double d, int prec)
+{
+	struct figure *f = fig_add(fs, name, F_DOUBLE);
+
+	f->v.d = d;
+	f->prec = f->json_prec = prec;
+	return f;
+}
+
+/* A figure that was not measured this run. */
+static void fig_unknown(struct figures *fs, const char *name)
+{
+	fig_add(fs, name, F_DOUBLE)->known = false;
+}
+
+/* One line of key=value pairs, or one JSON object. */
+static void print_figures(const struct figures *fs, bool json)
+{
+	unsigned i, shown = 0;
+
+	for (i = 0; i < fs->n; i++) {
+		const struct figure *f = &fs->f[i];
+
+		if (!json && !f->known)
+			continue;
+		if (json)
+			printf("%s\"%s\": ", shown ? ", " : "{", f->name);
+		else
+			printf("%s%s=", shown ? " " : "", f->name);
+		shown++;
+		if (!f->known)
+			printf("null");
+		else if (f->kind == F_TEXT || (f->kind == F_WORD && json))
+			printf("\"%s\"", f->v.s);
+		else if (f->kind == F_WORD)
+			printf("%s", f->v.s);
+		else if (f->kind == F_U64)
+			printf("%" PRIu64, f->v.u);
+		else
+			printf("%.*f", json ? f->json_prec : f->prec, f->v.d);
+	}
+	printf(json ? "}\n" : "\n");
+}
+
+/* Latency quantile q of h, in microseconds. */
+static double quantile_us(const struct hist *h, double q)
+{
+	return (double)h_quantile(h, q) / 1000.0;
+}
+
+/* Every figure of the run, from what was measured, on stdout. */
+static void report(const struct measured *m)
+{
+	struct figures fs = { .n = 0 };
+	double done = (double)done_in_window;
+
+	fig_str(&fs, "mode", opt.rate > 0 ? "open" : "closed", false);
+	fig_u64(&fs, "conns", opt.target.conns);
+	fig_u64(&fs, "payload", opt.payload);
+	fig_double(&fs, "duration_s", m->elapsed, 3)->json_prec = 6;
+	fig_double(&fs, "req_s", done / m->elapsed, 1);
+	fig_double(&fs, "target_req_s", opt.rate, 1);
+	fig_u64(&fs, "requests", hist.count);
+	fig_double(&fs, "p50_us", quantile_us(&hist, 0.5), 1);
+	fig_double(&fs, "p90_us", quantile_us(&hist, 0.9), 1);
+	fig_double(&fs, "p99_us", quantile_us(&hist, 0.99), 1);
+	fig_double(&fs, "p999_us", quantile_us(&hist, 0.999), 1);
+	fig_double(&fs, "max_us", (double)hist.max / 1000.0, 1);
+	fig_double(&fs, "mean_us", hist.count ? (double)(hist.sum / hist.count) / 1000.0 : 0.0, 1);
+	fig_u64(&fs, "errors", errors);
+	fig_u64(&fs, "unfinished", m->unfinished);
+	if (m->srv_s >= 0) {
+		fig_double(&fs, "server_cpu_us_per_req",
+			   done_in_window ? m->srv_s * 1e6 / done : 0.0, 3);
+		fig_double(&fs, "server_cpu_util", m->srv_s / m->elapsed, 3);
+	} else {
+		fig_unknown(&fs, "server_cpu_us_per_req");
+		fig_unknown(&fs, "server_cpu_util");
+	}
+	if (m->rss_kb >= 0)
+		fig_u64(&fs, "server_rss_kb", (uint64_t)m->rss_kb);
+	else
+		fig_unknown(&fs, "server_rss_kb");
+	if (opt.rate > 0) {
+		fig_double(&fs, "client_lag_p50_us", quantile_us(&lag, 0.5), 1);
+		fig_double(&fs, "client_lag_p99_us", quantile_us(&lag, 0.99), 1);
+	}
+	fig_double(&fs, "client_cpu_us_per_req",
+		   done_in_window ? (double)m->cli_ns / 1e3 / done : 0.0, 3);
+	fig_double(&fs, "client_cpu_util", (double)m->cli_ns / 1e9 / m->elapsed, 3);
+	if (first_error[0])
+		fig_str(&fs, "first_error", first_error, true);
+	print_figures(&fs, opt.json);
+}
+
+/* ------------------------------------------------------------------ main */
+
 int main(int argc, char **argv)
 {
 	struct epoll_event *events;
+	struct measured m = { .srv_s = -1, .rss_kb = -1 };
 	uint64_t now, t_conn_deadline, t_meas0 = 0, t_meas1 = 0, cli0 = 0, cli1 = 0;
-	uint64_t unfinished = 0, t_drain_end;
+	uint64_t t_drain_end;
 	long long srv0 = -1, srv1 = -1;
-	long rss_kb = -1;
 	unsigned long i, n_connected = 0;
-	double elapsed, req_s, srv_s = -1;
 	long tck = sysconf(_SC_CLK_TCK);
 
-	if (argv[0] && argv[0][0]) {
-		const char *s = strrchr(argv[0], '/');
-
-		prog = s ? s + 1 : argv[0];
-	}
+	cl_set_prog(argv[0], "echobench");
 	parse_args(argc, argv);
-	resolve();
+	cl_target_resolve(&opt.target, &dst, &dstlen);
 	signal(SIGPIPE, SIG_IGN);
 	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);   /* ns-precise open-loop timers */
 	raise_nofile();
@@ -923,28 +936,28 @@ int main(int argc, char **argv)
 	if (opt.server_pid > 0 && proc_cpu_ticks(opt.server_pid) < 0)
 		fail("cannot read /proc/%ld/stat", opt.server_pid);
 
-	conns = calloc(opt.conns, sizeof(*conns));
+	conns = calloc(opt.target.conns, sizeof(*conns));
 	events = calloc(MAX_EVENTS, sizeof(*events));
 	if (!conns || !events)
 		fail("out of memory");
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
-		fail("epoll_create1: %s (%s)", errname(errno), strerror(errno));
+		fail("epoll_create1: %s (%s)", cl_errname(errno), strerror(errno));
 
 	/* --- connect everything first */
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		conns[i].idx = (uint32_t)i;
-		conns[i].key = mix64(mix64(opt.seed) + mix64(i + GOLDEN));
+		conns[i].key = cl_conn_key(cl_mix64(opt.seed), i);
 		conn_open(&conns[i]);
 	}
-	n_alive = opt.conns;
-	t_conn_deadline = now_ns() + (uint64_t)(opt.connect_timeout * 1e9);
-	while (n_connected < opt.conns) {
+	n_alive = opt.target.conns;
+	t_conn_deadline = cl_now_ns() + (uint64_t)(opt.connect_timeout * 1e9);
+	while (n_connected < opt.target.conns) {
 		int n, k;
 
-		now = now_ns();
+		now = cl_now_ns();
 		if (now >= t_conn_deadline)
-			fail("connect timeout: %lu of %lu connected", n_connected, opt.conns);
+			fail("connect timeout: %lu of %lu connected", n_connected, opt.target.conns);
 		n = wait_events(events, now, t_conn_deadline);
 		for (k = 0; k < n; k++) {
 			struct conn *c = &conns[events[k].data.u32];
@@ -958,20 +971,20 @@ int main(int argc, char **argv)
 	}
 
 	/* --- run */
-	t0 = now_ns();
+	t0 = cl_now_ns();
 	w_start = t0 + (uint64_t)(opt.warmup * 1e9);
 	w_end = w_start + (uint64_t)(opt.duration * 1e9);
 	if (opt.rate > 0) {
 		interval_ns = 1e9 / opt.rate;
-		heap = calloc(opt.conns, sizeof(*heap));
+		heap = calloc(opt.target.conns, sizeof(*heap));
 		if (!heap)
 			fail("out of memory");
-		now = now_ns();
-		for (i = 0; i < opt.conns; i++)
+		now = cl_now_ns();
+		for (i = 0; i < opt.target.conns; i++)
 			open_next(&conns[i], now);
 	} else {
-		for (i = 0; i < opt.conns; i++)
-			req_start(&conns[i], now_ns());
+		for (i = 0; i < opt.target.conns; i++)
+			req_start(&conns[i], cl_now_ns());
 	}
 	if (w_start == t0) {
 		measuring = true;
@@ -980,15 +993,15 @@ int main(int argc, char **argv)
 		if (opt.server_pid > 0)
 			srv0 = proc_cpu_ticks(opt.server_pid);
 	}
-	now = now_ns();
+	now = cl_now_ns();
 	for (;;) {
 		int n, k;
 
 		n = wait_events(events, now, next_wakeup(now));
-		now = now_ns();
+		now = cl_now_ns();
 		for (k = 0; k < n; k++)
 			handle_event(&events[k], &now);
-		now = now_ns();
+		now = cl_now_ns();
 		if (!measuring && t_meas0 == 0 && now >= w_start) {
 			measuring = true;
 			t_meas0 = now;
@@ -1002,7 +1015,7 @@ int main(int argc, char **argv)
 			cli1 = self_cpu_ns();
 			if (opt.server_pid > 0) {
 				srv1 = proc_cpu_ticks(opt.server_pid);
-				rss_kb = proc_rss_kb(opt.server_pid);
+				m.rss_kb = proc_rss_kb(opt.server_pid);
 			}
 			break;
 		}
@@ -1017,12 +1030,12 @@ int main(int argc, char **argv)
 			uint64_t until = t_drain_end;
 			int n, k;
 
-			now = now_ns();
+			now = cl_now_ns();
 			schedule(now);
 			if (all_window_done())
 				break;
 			if (now >= t_drain_end) {
-				unfinished = record_unfinished(now);
+				m.unfinished = record_unfinished(now);
 				break;
 			}
 			if (heap_len && conns[heap[0]].next_due < until)
@@ -1032,75 +1045,16 @@ int main(int argc, char **argv)
 				handle_event(&events[k], &now);
 		}
 	}
-	for (i = 0; i < opt.conns; i++)
+	for (i = 0; i < opt.target.conns; i++)
 		if (conns[i].fd >= 0)
 			close(conns[i].fd);
 
 	/* --- report */
-	elapsed = (double)(t_meas1 - t_meas0) / 1e9;
-	req_s = (double)done_in_window / elapsed;
+	m.elapsed = (double)(t_meas1 - t_meas0) / 1e9;
 	if (srv0 >= 0 && srv1 >= 0)
-		srv_s = (double)(srv1 - srv0) / (double)tck;
-
-#define P(q) ((double)h_quantile(&hist, (q)) / 1000.0)
-	if (opt.json) {
-		printf("{\"mode\": \"%s\", \"conns\": %lu, \"payload\": %u, \"duration_s\": %.6f, "
-		       "\"req_s\": %.1f, \"target_req_s\": %.1f, \"requests\": %" PRIu64 ", "
-		       "\"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-		       "\"max_us\": %.1f, \"mean_us\": %.1f, \"errors\": %" PRIu64 ", "
-		       "\"unfinished\": %" PRIu64 ", ",
-		       opt.rate > 0 ? "open" : "closed", opt.conns, opt.payload, elapsed,
-		       req_s, opt.rate, hist.count, P(0.5), P(0.9), P(0.99), P(0.999),
-		       (double)hist.max / 1000.0,
-		       hist.count ? (double)(hist.sum / hist.count) / 1000.0 : 0.0,
-		       errors, unfinished);
-		if (srv_s >= 0)
-			printf("\"server_cpu_us_per_req\": %.3f, \"server_cpu_util\": %.3f, ",
-			       done_in_window ? srv_s * 1e6 / (double)done_in_window : 0.0,
-			       srv_s / elapsed);
-		else
-			printf("\"server_cpu_us_per_req\": null, \"server_cpu_util\": null, ");
-		if (rss_kb >= 0)
-			printf("\"server_rss_kb\": %ld, ", rss_kb);
-		else
-			printf("\"server_rss_kb\": null, ");
-		if (opt.rate > 0)
-			printf("\"client_lag_p50_us\": %.1f, \"client_lag_p99_us\": %.1f, ",
-			       (double)h_quantile(&lag, 0.5) / 1000.0,
-			       (double)h_quantile(&lag, 0.99) / 1000.0);
-		printf("\"client_cpu_us_per_req\": %.3f, \"client_cpu_util\": %.3f",
-		       done_in_window ? (double)(cli1 - cli0) / 1e3 / (double)done_in_window : 0.0,
-		       (double)(cli1 - cli0) / 1e9 / elapsed);
-		if (first_error[0])
-			printf(", \"first_error\": \"%s\"", first_error);
-		printf("}\n");
-	} else {
-		printf("mode=%s conns=%lu payload=%u duration_s=%.3f req_s=%.1f target_req_s=%.1f"
-		       " requests=%" PRIu64 " p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f"
-		       " max_us=%.1f mean_us=%.1f errors=%" PRIu64 " unfinished=%" PRIu64,
-		       opt.rate > 0 ? "open" : "closed", opt.conns, opt.payload, elapsed,
-		       req_s, opt.rate, hist.count, P(0.5), P(0.9), P(0.99), P(0.999),
-		       (double)hist.max / 1000.0,
-		       hist.count ? (double)(hist.sum / hist.count) / 1000.0 : 0.0,
-		       errors, unfinished);
-		if (srv_s >= 0)
-			printf(" server_cpu_us_per_req=%.3f server_cpu_util=%.3f",
-			       done_in_window ? srv_s * 1e6 / (double)done_in_window : 0.0,
-			       srv_s / elapsed);
-		if (rss_kb >= 0)
-			printf(" server_rss_kb=%ld", rss_kb);
-		if (opt.rate > 0)
-			printf(" client_lag_p50_us=%.1f client_lag_p99_us=%.1f",
-			       (double)h_quantile(&lag, 0.5) / 1000.0,
-			       (double)h_quantile(&lag, 0.99) / 1000.0);
-		printf(" client_cpu_us_per_req=%.3f client_cpu_util=%.3f",
-		       done_in_window ? (double)(cli1 - cli0) / 1e3 / (double)done_in_window : 0.0,
-		       (double)(cli1 - cli0) / 1e9 / elapsed);
-		if (first_error[0])
-			printf(" first_error=\"%s\"", first_error);
-		printf("\n");
-	}
-#undef P
+		m.srv_s = (double)(srv1 - srv0) / (double)tck;
+	m.cli_ns = cli1 - cli0;
+	report(&m);
 	fflush(stdout);
 	close(epfd);
 	free(events);

@@ -33,6 +33,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client/clientlib.h"
+
 #define BUF_MAX (16 * 1024 * 1024)
 
 static volatile sig_atomic_t stop;
@@ -62,20 +64,6 @@ static void usage(FILE *f)
 "      --buffer N    bytes per recv (default 262144)\n"
 "      --nagle       leave Nagle's algorithm on (default: TCP_NODELAY)\n"
 "  -h, --help        this help\n");
-}
-
-static long parse_long(const char *name, const char *s, long lo, long hi)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-		fprintf(stderr, "refserver: invalid %s '%s'\n", name, s);
-		exit(2);
-	}
-	return v;
 }
 
 static void serve(int fd, char *buf)
@@ -128,12 +116,13 @@ int main(int argc, char **argv)
 	int cpu = -1, one = 1, lfd, ch, rc;
 	char *buf;
 
+	cl_set_prog(argv[0], "refserver");
 	while ((ch = getopt_long(argc, argv, "H:p:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'H': host = optarg; break;
-		case 'p': port = (int)parse_long("port", optarg, 0, 65535); break;
-		case 'C': cpu = (int)parse_long("cpu", optarg, 0, CPU_SETSIZE - 1); break;
-		case 'B': buf_size = (size_t)parse_long("buffer size", optarg, 1, BUF_MAX); break;
+		case 'p': port = (int)cl_opt_long("port", optarg, 0, 65535); break;
+		case 'C': cpu = (int)cl_opt_long("cpu", optarg, 0, CPU_SETSIZE - 1); break;
+		case 'B': buf_size = (size_t)cl_opt_long("buffer size", optarg, 1, BUF_MAX); break;
 		case 'N': nagle = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -143,13 +132,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (cpu >= 0) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		if (sched_setaffinity(0, sizeof(set), &set) < 0)
-			die("sched_setaffinity");
+	if (cpu >= 0 && (rc = cl_pin_cpu(cpu)) < 0) {
+		errno = -rc;
+		die("sched_setaffinity");
 	}
 
 	/* no SA_RESTART: a blocked accept/recv returns EINTR on SIGTERM */

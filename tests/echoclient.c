@@ -6,6 +6,8 @@
  * key derived from (seed, I).  The stream can be regenerated at any offset,
  * so the reader checks what comes back against freshly generated blocks
  * (memcmp) and the writer regenerates whatever a short write left unsent.
+ * The generator, the option parsers and the other helpers it shares with
+ * bench/echobench are in client/clientlib.c.
  *
  * Output: "ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z" and exit
  * 0; "FAIL ..." and exit 1; usage errors exit 2.  With --no-read-ms a line
@@ -24,12 +26,9 @@
 #define _GNU_SOURCE 1
 #endif
 #include <arpa/inet.h>
-#include <endian.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <limits.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
@@ -41,15 +40,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "client/clientlib.h"
 
 #define RBUF_SIZE      (256 * 1024)      /* one read, checked at once */
 #define STEP_BUDGET    (1024 * 1024)     /* bytes moved per turn, for fairness */
 #define MAX_EVENTS     1024
-#define GOLDEN         UINT64_C(0x9e3779b97f4a7c15)
 #define BIND_MAX       65536             /* source addresses in a --bind range */
 #define RTT_MAX        (4u << 20)        /* round trips recorded */
 
@@ -86,9 +84,7 @@ struct conn {
 };
 
 static struct {
-	const char *host;
-	int port;
-	unsigned long conns;
+	struct cl_target target;
 	uint64_t bytes;
 	uint64_t min, max;
 	bool have_bytes, have_min, have_max;
@@ -111,9 +107,7 @@ static struct {
 	long interval_ms;
 	unsigned long rst_every;     /* every Nth closes with an RST */
 } opt = {
-	.host = "127.0.0.1",
-	.port = -1,
-	.conns = 1,
+	.target = CL_TARGET_DEFAULT(10000000),
 	.seed = 1,
 	.chunk = 64 * 1024,
 	.mode = MODE_STREAM,
@@ -147,25 +141,7 @@ static size_t n_rtts;
 static sigset_t sig_wait_mask;          /* the hold's wait: SIGUSR1 unblocked */
 static volatile sig_atomic_t hold_stop;
 
-static const char *prog = "echoclient";
-
 /* ---------------------------------------------------------------- utils */
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fail(const char *fmt, ...)
@@ -181,86 +157,7 @@ static void fail(const char *fmt, ...)
 	exit(1);
 }
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help'.\n", prog);
-	exit(2);
-}
-
-static const char *errname(int e)
-{
-	const char *n = strerrorname_np(e);
-
-	return n ? n : "E?";
-}
-
 /* ------------------------------------------------------------ generator */
-
-static inline uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
-/* Block b of the stream under key: splitmix64 output number b + 1. */
-static inline uint64_t gen_block(uint64_t key, uint64_t b)
-{
-	return htole64(mix64(key + (b + 1) * GOLDEN));
-}
-
-static uint64_t conn_key(uint64_t seed, uint64_t i)
-{
-	return mix64(mix64(seed ^ UINT64_C(0x6a09e667f3bcc908)) + mix64(i + GOLDEN));
-}
-
-/* Write len bytes of the stream of key from offset off into dst. */
-static void fill_pattern(uint8_t *d, uint64_t key, uint64_t off, size_t len)
-{
-	uint64_t b = off >> 3;
-	unsigned skip = (unsigned)(off & 7);
-	uint64_t v;
-
-	if (len == 0)
-		return;
-	if (skip) {
-		size_t n = 8 - skip < len ? 8 - skip : len;
-
-		v = gen_block(key, b++);
-		memcpy(d, (uint8_t *)&v + skip, n);
-		d += n;
-		len -= n;
-	}
-	while (len >= 32) {
-		uint64_t v0 = gen_block(key, b), v1 = gen_block(key, b + 1);
-		uint64_t v2 = gen_block(key, b + 2), v3 = gen_block(key, b + 3);
-
-		memcpy(d, &v0, 8);
-		memcpy(d + 8, &v1, 8);
-		memcpy(d + 16, &v2, 8);
-		memcpy(d + 24, &v3, 8);
-		b += 4;
-		d += 32;
-		len -= 32;
-	}
-	while (len >= 8) {
-		v = gen_block(key, b++);
-		memcpy(d, &v, 8);
-		d += 8;
-		len -= 8;
-	}
-	if (len) {
-		v = gen_block(key, b);
-		memcpy(d, &v, len);
-	}
-}
 
 /* xorshift64* for chunk sizes */
 static inline uint64_t rng_next(uint64_t *s)
@@ -275,55 +172,6 @@ static inline uint64_t rng_next(uint64_t *s)
 }
 
 /* ------------------------------------------------------------- options */
-
-/* Parse an unsigned count with an optional binary suffix k/m/g. */
-static bool parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (*s == '\0' || *s == '-' || *s == '+')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	switch (*end) {
-	case '\0': break;
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	default: return false;
-	}
-	if (*end != '\0')
-		return false;
-	if (shift && v > (UINT64_MAX >> shift))
-		return false;
-	*out = (uint64_t)v << shift;
-	return true;
-}
-
-static long parse_long(const char *name, const char *s, long lo, long hi)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end != '\0' || v < lo || v > hi)
-		usage_error("invalid %s '%s' (expected %ld..%ld)", name, s, lo, hi);
-	return v;
-}
-
-static uint64_t parse_size_opt(const char *name, const char *s)
-{
-	uint64_t v;
-
-	if (!parse_size(s, &v))
-		usage_error("invalid %s '%s' (expected a byte count, suffix k/m/g allowed)", name, s);
-	return v;
-}
 
 static void usage(FILE *f)
 {
@@ -369,7 +217,7 @@ static void usage(FILE *f)
 "\n"
 "Prints 'ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z' and exits 0,\n"
 "or prints 'FAIL ...' and exits 1; exits 2 on usage errors.  Pingpong adds\n"
-"'rtt_count=N rtt_p50_us=A rtt_p99_us=B rtt_max_us=C'.  SIGUSR1 ends a --hold.\n", prog);
+"'rtt_count=N rtt_p50_us=A rtt_p99_us=B rtt_max_us=C'.  SIGUSR1 ends a --hold.\n", cl_prog);
 }
 
 enum {
@@ -380,9 +228,7 @@ enum {
 };
 
 static const struct option longopts[] = {
-	{ "host",          required_argument, NULL, 'H' },
-	{ "port",          required_argument, NULL, 'p' },
-	{ "conns",         required_argument, NULL, 'c' },
+	CL_TARGET_OPTIONS,
 	{ "bytes",         required_argument, NULL, 'n' },
 	{ "min",           required_argument, NULL, OPT_MIN },
 	{ "max",           required_argument, NULL, OPT_MAX },
@@ -402,166 +248,111 @@ static const struct option longopts[] = {
 	{ "interval",      required_argument, NULL, OPT_INTERVAL },
 	{ "rst-every",     required_argument, NULL, OPT_RST_EVERY },
 	{ "timeout",       required_argument, NULL, 't' },
-	{ "help",          no_argument,       NULL, 'h' },
+	CL_HELP_OPTION,
 	{ NULL, 0, NULL, 0 },
 };
 
-static void parse_args(int argc, char **argv)
+/* One of the program's own options (cl_parse_options() handles -H, -p, -h). */
+static void on_option(int ch, const char *arg)
 {
-	int ch;
-	char *end;
-
-	while ((ch = getopt_long(argc, argv, "H:p:c:n:s:t:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'H':
-			opt.host = optarg;
-			break;
-		case 'p':
-			opt.port = (int)parse_long("port", optarg, 1, 65535);
-			break;
-		case 'c':
-			opt.conns = (unsigned long)parse_long("connection count", optarg, 1, 10000000);
-			break;
-		case 'n':
-			opt.bytes = parse_size_opt("byte count", optarg);
-			opt.have_bytes = true;
-			break;
-		case OPT_MIN:
-			opt.min = parse_size_opt("--min", optarg);
-			opt.have_min = true;
-			break;
-		case OPT_MAX:
-			opt.max = parse_size_opt("--max", optarg);
-			opt.have_max = true;
-			break;
-		case 's':
-			errno = 0;
-			opt.seed = strtoull(optarg, &end, 0);
-			if (errno || end == optarg || *end != '\0' || *optarg == '-')
-				usage_error("invalid seed '%s'", optarg);
-			break;
-		case OPT_CHUNK:
-			opt.chunk = parse_size_opt("--chunk", optarg);
-			if (opt.chunk < 1 || opt.chunk > 64 * 1024 * 1024)
-				usage_error("--chunk must be in 1..64M");
-			break;
-		case OPT_RANDOM_CHUNKS:
-			opt.random_chunks = true;
-			break;
-		case OPT_MODE:
-			if (strcmp(optarg, "stream") == 0)
-				opt.mode = MODE_STREAM;
-			else if (strcmp(optarg, "pingpong") == 0)
-				opt.mode = MODE_PINGPONG;
-			else
-				usage_error("invalid mode '%s' (stream or pingpong)", optarg);
-			opt.mode_given = true;
-			break;
-		case OPT_NO_READ_MS:
-			opt.no_read_ms = parse_long("--no-read-ms", optarg, 0, 86400000);
-			break;
-		case OPT_HALF_CLOSE:
-			opt.half_close = true;
-			break;
-		case OPT_RST_AFTER:
-			opt.rst_after = parse_size_opt("--rst-after", optarg);
-			opt.rst = true;
-			break;
-		case OPT_EXPECT_CLOSE:
-			opt.expect_close = true;
-			break;
-		case OPT_HOLD:
-			opt.hold_ms = parse_long("--hold", optarg, 0, 86400000);
-			break;
-		case OPT_CONNECT_RATE:
-			opt.connect_rate = (unsigned long)parse_long("--connect-rate", optarg, 1, 10000000);
-			break;
-		case OPT_BIND:
-			opt.bind = optarg;
-			break;
-		case OPT_CONCURRENCY:
-			opt.concurrency = (unsigned long)parse_long("--concurrency", optarg, 1, 10000000);
-			break;
-		case OPT_DURATION:
-			errno = 0;
-			opt.duration_s = strtod(optarg, &end);
-			if (errno || end == optarg || *end != '\0' || !(opt.duration_s > 0) ||
-			    opt.duration_s > 86400 * 365)
-				usage_error("invalid duration '%s'", optarg);
-			break;
-		case OPT_INTERVAL:
-			opt.interval_ms = parse_long("--interval", optarg, 1, 86400000);
-			break;
-		case OPT_RST_EVERY:
-			opt.rst_every = (unsigned long)parse_long("--rst-every", optarg, 1, 10000000);
-			break;
-		case 't':
-			errno = 0;
-			opt.timeout_s = strtod(optarg, &end);
-			if (errno || end == optarg || *end != '\0' || !(opt.timeout_s > 0) ||
-			    opt.timeout_s > 86400 * 365)
-				usage_error("invalid timeout '%s'", optarg);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			fprintf(stderr, "Try '%s --help'.\n", prog);
-			exit(2);
-		}
+	switch (ch) {
+	case 'n':
+		opt.bytes = cl_opt_size("byte count", arg);
+		opt.have_bytes = true;
+		break;
+	case OPT_MIN:
+		opt.min = cl_opt_size("--min", arg);
+		opt.have_min = true;
+		break;
+	case OPT_MAX:
+		opt.max = cl_opt_size("--max", arg);
+		opt.have_max = true;
+		break;
+	case 's':
+		opt.seed = cl_opt_seed(arg);
+		break;
+	case OPT_CHUNK:
+		opt.chunk = cl_opt_size("--chunk", arg);
+		if (opt.chunk < 1 || opt.chunk > 64 * 1024 * 1024)
+			cl_usage_error("--chunk must be in 1..64M");
+		break;
+	case OPT_RANDOM_CHUNKS:
+		opt.random_chunks = true;
+		break;
+	case OPT_MODE:
+		if (strcmp(arg, "stream") == 0)
+			opt.mode = MODE_STREAM;
+		else if (strcmp(arg, "pingpong") == 0)
+			opt.mode = MODE_PINGPONG;
+		else
+			cl_usage_error("invalid mode '%s' (stream or pingpong)", arg);
+		opt.mode_given = true;
+		break;
+	case OPT_NO_READ_MS:
+		opt.no_read_ms = cl_opt_long("--no-read-ms", arg, 0, 86400000);
+		break;
+	case OPT_HALF_CLOSE:
+		opt.half_close = true;
+		break;
+	case OPT_RST_AFTER:
+		opt.rst_after = cl_opt_size("--rst-after", arg);
+		opt.rst = true;
+		break;
+	case OPT_EXPECT_CLOSE:
+		opt.expect_close = true;
+		break;
+	case OPT_HOLD:
+		opt.hold_ms = cl_opt_long("--hold", arg, 0, 86400000);
+		break;
+	case OPT_CONNECT_RATE:
+		opt.connect_rate = (unsigned long)cl_opt_long("--connect-rate", arg, 1, 10000000);
+		break;
+	case OPT_BIND:
+		opt.bind = arg;
+		break;
+	case OPT_CONCURRENCY:
+		opt.concurrency = (unsigned long)cl_opt_long("--concurrency", arg, 1, 10000000);
+		break;
+	case OPT_DURATION:
+		if (cl_parse_double(arg, &opt.duration_s) < 0 || !(opt.duration_s > 0) ||
+		    opt.duration_s > 86400 * 365)
+			cl_usage_error("invalid duration '%s'", arg);
+		break;
+	case OPT_INTERVAL:
+		opt.interval_ms = cl_opt_long("--interval", arg, 1, 86400000);
+		break;
+	case OPT_RST_EVERY:
+		opt.rst_every = (unsigned long)cl_opt_long("--rst-every", arg, 1, 10000000);
+		break;
+	case 't':
+		if (cl_parse_double(arg, &opt.timeout_s) < 0 || !(opt.timeout_s > 0) ||
+		    opt.timeout_s > 86400 * 365)
+			cl_usage_error("invalid timeout '%s'", arg);
+		break;
 	}
-	if (optind < argc)
-		usage_error("unexpected argument '%s'", argv[optind]);
-	if (opt.port < 0)
-		usage_error("--port is required");
-	if (opt.have_min != opt.have_max)
-		usage_error("--min and --max go together");
-	if (opt.have_min && opt.have_bytes)
-		usage_error("--bytes and --min/--max exclude each other");
-	if (opt.have_min && opt.min > opt.max)
-		usage_error("--min is above --max");
-	if (opt.no_read_ms && opt.mode == MODE_PINGPONG)
-		usage_error("--no-read-ms works in stream mode only");
-	if (opt.half_close + opt.rst + opt.expect_close > 1)
-		usage_error("--half-close, --rst-after and --expect-close exclude each other");
-	if (opt.interval_ms && opt.mode != MODE_PINGPONG)
-		usage_error("--interval works in pingpong mode only");
-	if (opt.duration_s && (opt.hold_ms || opt.no_read_ms || opt.concurrency))
-		usage_error("--duration excludes --hold, --no-read-ms and --concurrency");
-	if (opt.duration_s && opt.duration_s >= opt.timeout_s)
-		usage_error("--duration must be below --timeout");
-	if (opt.rst_every && (opt.rst || opt.hold_ms))
-		usage_error("--rst-every excludes --rst-after and --hold");
 }
 
-static void resolve(void)
+static void parse_args(int argc, char **argv)
 {
-	struct addrinfo hints, *res;
-	char host[256], port[16];
-	const char *h = opt.host;
-	size_t len = strlen(h);
-	int rc;
-
-	/* accept "[::1]" as well as "::1" */
-	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
-		if (len - 2 >= sizeof(host))
-			usage_error("invalid host '%s'", opt.host);
-		memcpy(host, h + 1, len - 2);
-		host[len - 2] = '\0';
-		h = host;
-	}
-	snprintf(port, sizeof(port), "%d", opt.port);
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	rc = getaddrinfo(h, port, &hints, &res);
-	if (rc != 0)
-		usage_error("invalid host '%s': %s (an IPv4 or IPv6 literal is expected)",
-			    opt.host, gai_strerror(rc));
-	memcpy(&dst, res->ai_addr, res->ai_addrlen);
-	dstlen = res->ai_addrlen;
-	freeaddrinfo(res);
+	cl_parse_options(argc, argv, "H:p:c:n:s:t:h", longopts, &opt.target, usage, on_option);
+	if (opt.have_min != opt.have_max)
+		cl_usage_error("--min and --max go together");
+	if (opt.have_min && opt.have_bytes)
+		cl_usage_error("--bytes and --min/--max exclude each other");
+	if (opt.have_min && opt.min > opt.max)
+		cl_usage_error("--min is above --max");
+	if (opt.no_read_ms && opt.mode == MODE_PINGPONG)
+		cl_usage_error("--no-read-ms works in stream mode only");
+	if (opt.half_close + opt.rst + opt.expect_close > 1)
+		cl_usage_error("--half-close, --rst-after and --expect-close exclude each other");
+	if (opt.interval_ms && opt.mode != MODE_PINGPONG)
+		cl_usage_error("--interval works in pingpong mode only");
+	if (opt.duration_s && (opt.hold_ms || opt.no_read_ms || opt.concurrency))
+		cl_usage_error("--duration excludes --hold, --no-read-ms and --concurrency");
+	if (opt.duration_s && opt.duration_s >= opt.timeout_s)
+		cl_usage_error("--duration must be below --timeout");
+	if (opt.rst_every && (opt.rst || opt.hold_ms))
+		cl_usage_error("--rst-every excludes --rst-after and --hold");
 }
 
 /* --bind ADDR or FIRST-LAST (IPv4): the source addresses, in srcs. */
@@ -594,20 +385,20 @@ static void setup_bind(void)
 			sin6->sin6_addr = a6;
 			srclen = sizeof(*sin6);
 		} else {
-			usage_error("invalid --bind '%s' (an address or an IPv4 FIRST-LAST range)",
+			cl_usage_error("invalid --bind '%s' (an address or an IPv4 FIRST-LAST range)",
 				    opt.bind);
 		}
 	} else {
 		if ((size_t)(dash - opt.bind) >= sizeof(first))
-			usage_error("invalid --bind '%s'", opt.bind);
+			cl_usage_error("invalid --bind '%s'", opt.bind);
 		memcpy(first, opt.bind, (size_t)(dash - opt.bind));
 		first[dash - opt.bind] = '\0';
 		if (inet_pton(AF_INET, first, &a) != 1 || inet_pton(AF_INET, dash + 1, &b) != 1)
-			usage_error("invalid --bind range '%s' (IPv4 FIRST-LAST)", opt.bind);
+			cl_usage_error("invalid --bind range '%s' (IPv4 FIRST-LAST)", opt.bind);
 		lo = ntohl(a.s_addr);
 		hi = ntohl(b.s_addr);
 		if (lo > hi || hi - lo >= BIND_MAX)
-			usage_error("invalid --bind range '%s' (FIRST <= LAST, at most %u addresses)",
+			cl_usage_error("invalid --bind range '%s' (FIRST <= LAST, at most %u addresses)",
 				    opt.bind, BIND_MAX);
 		nsrcs = (size_t)(hi - lo) + 1;
 		srcs = calloc(nsrcs, sizeof(*srcs));
@@ -622,8 +413,8 @@ static void setup_bind(void)
 		srclen = sizeof(struct sockaddr_in);
 	}
 	if (srcs[0].ss_family != dst.ss_family)
-		usage_error("--bind '%s' and --host '%s' are not the same address family",
-			    opt.bind, opt.host);
+		cl_usage_error("--bind '%s' and --host '%s' are not the same address family",
+			    opt.bind, opt.target.host);
 }
 
 /* ---------------------------------------------------------- connections */
@@ -633,7 +424,7 @@ static void ready_push(struct conn *c)
 	if (c->in_ready)
 		return;
 	c->in_ready = true;
-	readyq[(rq_head + rq_len) % opt.conns] = c->idx;
+	readyq[(rq_head + rq_len) % opt.target.conns] = c->idx;
 	rq_len++;
 }
 
@@ -641,7 +432,7 @@ static struct conn *ready_pop(void)
 {
 	struct conn *c = &conns[readyq[rq_head]];
 
-	rq_head = (rq_head + 1) % opt.conns;
+	rq_head = (rq_head + 1) % opt.target.conns;
 	rq_len--;
 	c->in_ready = false;
 	return c;
@@ -656,11 +447,11 @@ static void conn_init(struct conn *c, uint64_t serial)
 	c->state = C_IDLE;
 	c->r_ready = c->w_ready = c->wr_shut = c->pacing = false;
 	c->serial = serial;
-	c->key = conn_key(opt.seed, serial);
-	c->rng = mix64(c->key ^ UINT64_C(0xa54ff53a5f1d36f1)) | 1;
+	c->key = cl_conn_key(cl_seed_key(opt.seed), serial);
+	c->rng = cl_mix64(c->key ^ UINT64_C(0xa54ff53a5f1d36f1)) | 1;
 	if (opt.have_min) {
 		uint64_t span = opt.max - opt.min;
-		uint64_t r = mix64(c->key + UINT64_C(0x510e527fade682d1));
+		uint64_t r = cl_mix64(c->key + UINT64_C(0x510e527fade682d1));
 
 		c->total = opt.min + (span == UINT64_MAX ? r : r % (span + 1));
 	} else {
@@ -682,7 +473,7 @@ static void conn_closed(struct conn *c)
 	c->fd = -1;
 	c->state = C_CLOSED;
 	n_finished++;
-	if (opt.duration_s > 0 && now_ms() < t_end) {
+	if (opt.duration_s > 0 && cl_now_ms() < t_end) {
 		recycled_sent += c->sent;
 		recycled_received += c->received;
 		c->gen++;
@@ -696,7 +487,7 @@ static void conn_rst_close(struct conn *c)
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
 	if (setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
-		fail("conn=%u setsockopt(SO_LINGER): %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u setsockopt(SO_LINGER): %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	close(c->fd);
 	conn_closed(c);
 }
@@ -725,7 +516,7 @@ static void conn_start(struct conn *c)
 
 	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		fail("conn=%u socket: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u socket: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (nsrcs) {
 		const struct sockaddr_storage *src = &srcs[c->serial % nsrcs];
@@ -734,14 +525,14 @@ static void conn_start(struct conn *c)
 		if (src->ss_family == AF_INET)
 			(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
 		if (bind(fd, (const struct sockaddr *)src, srclen) < 0)
-			fail("conn=%u bind: %s (%s)", c->idx, errname(errno), strerror(errno));
+			fail("conn=%u bind: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	}
 	c->fd = fd;
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 	ev.data.u64 = (uint64_t)c->gen << 32 | c->idx;
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		fail("conn=%u epoll_ctl: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u epoll_ctl: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	n_started++;
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) == 0) {
 		c->state = C_ACTIVE;
@@ -750,7 +541,7 @@ static void conn_start(struct conn *c)
 		return;
 	}
 	if (errno != EINPROGRESS)
-		fail("conn=%u connect: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	c->state = C_CONNECTING;
 }
 
@@ -762,7 +553,7 @@ static void check_bytes(struct conn *c, size_t n)
 	while (off < n) {
 		size_t len = n - off > RBUF_SIZE ? RBUF_SIZE : n - off;
 
-		fill_pattern(ebuf, c->key, c->received + off, len);
+		cl_fill_stream(ebuf, c->key, c->received + off, len);
 		if (memcmp(rbuf + off, ebuf, len) != 0) {
 			size_t k = 0;
 
@@ -798,16 +589,13 @@ static void conn_held_event(struct conn *c)
 	if (n == 0 || errno == ECONNRESET || errno == EPIPE)
 		held_closed(c);
 	else if (errno != EAGAIN && errno != EINTR)
-		fail("conn=%u recv: %s (%s)", c->idx, errname(errno), strerror(errno));
+		fail("conn=%u recv: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 }
 
 static void conn_connected(struct conn *c)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
+	int err = cl_socket_error(c->fd);
 
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
 	if (err == 0) {
 		c->state = C_ACTIVE;
 		c->r_ready = c->w_ready = true;
@@ -818,7 +606,7 @@ static void conn_connected(struct conn *c)
 		conn_closed(c);
 		return;
 	}
-	fail("conn=%u connect: %s (%s)", c->idx, errname(err), strerror(err));
+	fail("conn=%u connect: %s (%s)", c->idx, cl_errname(err), strerror(err));
 }
 
 /* Pingpong: the chunk in flight came back whole.  Record its round trip
@@ -826,14 +614,14 @@ static void conn_connected(struct conn *c)
 static void chunk_echoed(struct conn *c)
 {
 	if (n_rtts < RTT_MAX) {
-		uint64_t us = now_us() - c->chunk_t0;
+		uint64_t us = cl_now_us() - c->chunk_t0;
 
 		rtts[n_rtts++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 	}
 	if (opt.interval_ms && c->received < c->limit) {
 		c->pacing = true;
-		c->pace_due = now_ms() + (uint64_t)opt.interval_ms;
-		pacq[(pq_head + pq_len) % opt.conns] = c->idx;   /* due times only grow */
+		c->pace_due = cl_now_ms() + (uint64_t)opt.interval_ms;
+		pacq[(pq_head + pq_len) % opt.target.conns] = c->idx;   /* due times only grow */
 		pq_len++;
 	}
 }
@@ -846,7 +634,7 @@ static void pace_release(uint64_t now)
 
 		if (c->pacing && c->pace_due > now)
 			return;
-		pq_head = (pq_head + 1) % opt.conns;
+		pq_head = (pq_head + 1) % opt.target.conns;
 		pq_len--;
 		if (c->pacing) {
 			c->pacing = false;
@@ -892,7 +680,7 @@ static void conn_step(struct conn *c)
 
 			if (opt.mode == MODE_PINGPONG) {
 				if (c->sent == c->chunk_end) {
-					c->chunk_t0 = now_us();
+					c->chunk_t0 = cl_now_us();
 					c->chunk_end = c->sent + next_chunk(c);
 					if (c->chunk_end > c->limit)
 						c->chunk_end = c->limit;
@@ -903,7 +691,7 @@ static void conn_step(struct conn *c)
 				if (want > c->limit - c->sent)
 					want = c->limit - c->sent;
 			}
-			fill_pattern(wbuf, c->key, c->sent, want);
+			cl_fill_stream(wbuf, c->key, c->sent, want);
 			n = send(c->fd, wbuf, want, MSG_NOSIGNAL);
 			if (n > 0) {
 				c->sent += (uint64_t)n;
@@ -919,7 +707,7 @@ static void conn_step(struct conn *c)
 				return;
 			} else {
 				fail("conn=%u send at %" PRIu64 ": %s (%s)", c->idx, c->sent,
-				     errname(errno), strerror(errno));
+				     cl_errname(errno), strerror(errno));
 			}
 		}
 
@@ -932,7 +720,7 @@ static void conn_step(struct conn *c)
 			if (opt.half_close && !c->wr_shut) {
 				/* ENOTCONN: the peer reset; the read below reports it */
 				if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
-					fail("conn=%u shutdown: %s (%s)", c->idx, errname(errno),
+					fail("conn=%u shutdown: %s (%s)", c->idx, cl_errname(errno),
 					     strerror(errno));
 				c->wr_shut = true;
 				c->r_ready = true;
@@ -977,7 +765,7 @@ static void conn_step(struct conn *c)
 				return;
 			} else {
 				fail("conn=%u recv at %" PRIu64 " of %" PRIu64 ": %s (%s)", c->idx,
-				     c->received, c->total, errname(errno), strerror(errno));
+				     c->received, c->total, cl_errname(errno), strerror(errno));
 			}
 		}
 
@@ -1012,7 +800,7 @@ static void fail_timeout(void)
 {
 	unsigned long i;
 
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		struct conn *c = &conns[i];
 
 		if (c->state == C_IDLE || c->state == C_CONNECTING || c->state == C_ACTIVE)
@@ -1070,23 +858,13 @@ static void print_rtts(void)
 	       n_rtts, p50, p99, max);
 }
 
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 static void setup_conns(void)
 {
 	unsigned long i;
 
-	conns = calloc(opt.conns, sizeof(*conns));
-	readyq = calloc(opt.conns, sizeof(*readyq));
-	pacq = calloc(opt.conns, sizeof(*pacq));
+	conns = calloc(opt.target.conns, sizeof(*conns));
+	readyq = calloc(opt.target.conns, sizeof(*readyq));
+	pacq = calloc(opt.target.conns, sizeof(*pacq));
 	if (!conns || !readyq || !pacq)
 		fail("out of memory");
 	if (opt.mode == MODE_PINGPONG) {
@@ -1094,7 +872,7 @@ static void setup_conns(void)
 		if (!rtts)
 			fail("out of memory");
 	}
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		conns[i].idx = (uint32_t)i;
 		conn_init(&conns[i], i);
 	}
@@ -1102,12 +880,12 @@ static void setup_conns(void)
 
 static void start_more(uint64_t now)
 {
-	unsigned long allowed = opt.conns;
+	unsigned long allowed = opt.target.conns;
 
 	if (opt.connect_rate) {
 		uint64_t a = (now - t_start + 1) * opt.connect_rate;
 
-		allowed = a < opt.conns ? (unsigned long)a : opt.conns;
+		allowed = a < opt.target.conns ? (unsigned long)a : opt.target.conns;
 	}
 	if (opt.concurrency && n_finished + opt.concurrency < allowed)
 		allowed = n_finished + opt.concurrency;
@@ -1124,7 +902,7 @@ static int wait_timeout(uint64_t now, uint64_t until)
 	if (until <= now)
 		return 0;
 	t = until - now > 1000 ? 1000 : (int)(until - now);
-	if (opt.connect_rate && n_first < opt.conns && t > 1)
+	if (opt.connect_rate && n_first < opt.target.conns && t > 1)
 		t = 1;
 	if (stalled && t_stall_end > now && t_stall_end - now < (uint64_t)t)
 		t = (int)(t_stall_end - now);
@@ -1153,7 +931,7 @@ static void end_stall(void)
 	unsigned long i;
 
 	stalled = false;
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		sum += conns[i].sent;
 		if (conns[i].state == C_ACTIVE)
 			ready_push(&conns[i]);
@@ -1167,17 +945,13 @@ int main(int argc, char **argv)
 	uint64_t now, t_done, sent = 0, received = 0;
 	unsigned long i;
 
-	if (argv[0] && argv[0][0]) {
-		const char *s = strrchr(argv[0], '/');
-
-		prog = s ? s + 1 : argv[0];
-	}
+	cl_set_prog(argv[0], "echoclient");
 	parse_args(argc, argv);
-	resolve();
+	cl_target_resolve(&opt.target, &dst, &dstlen);
 	setup_bind();
 	signal(SIGPIPE, SIG_IGN);
 	setup_hold_signal();
-	raise_nofile();
+	(void)cl_raise_nofile(NULL);
 	setup_conns();
 
 	wbuf = malloc(opt.chunk);
@@ -1188,9 +962,9 @@ int main(int argc, char **argv)
 		fail("out of memory");
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
-		fail("epoll_create1: %s (%s)", errname(errno), strerror(errno));
+		fail("epoll_create1: %s (%s)", cl_errname(errno), strerror(errno));
 
-	t_start = now_ms();
+	t_start = cl_now_ms();
 	t_deadline = t_start + (uint64_t)(opt.timeout_s * 1000.0);
 	if (opt.no_read_ms > 0) {
 		stalled = true;
@@ -1200,32 +974,32 @@ int main(int argc, char **argv)
 	t_end = t_start + (uint64_t)(opt.duration_s * 1000.0);
 	start_more(t_start);
 	run_ready();
-	while (n_first < opt.conns || n_finished < n_started) {
+	while (n_first < opt.target.conns || n_finished < n_started) {
 		int n, k;
 
-		now = now_ms();
+		now = cl_now_ms();
 		if (now >= t_deadline)
 			fail_timeout();
 		n = epoll_wait(epfd, events, MAX_EVENTS, wait_timeout(now, t_deadline));
 		if (n < 0 && errno != EINTR)
-			fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
+			fail("epoll_wait: %s (%s)", cl_errname(errno), strerror(errno));
 		for (k = 0; k < n; k++)
 			handle_event(&events[k]);
-		now = now_ms();
+		now = cl_now_ms();
 		if (stalled && now >= t_stall_end)
 			end_stall();
 		pace_release(now);
 		run_ready();
-		if (n_first < opt.conns)
+		if (n_first < opt.target.conns)
 			start_more(now);
 	}
-	t_done = now_ms();
+	t_done = cl_now_ms();
 	if (stalled)          /* finished before the stall ended */
 		end_stall();
 
 	sent = recycled_sent;
 	received = recycled_received;
-	for (i = 0; i < opt.conns; i++) {
+	for (i = 0; i < opt.target.conns; i++) {
 		sent += conns[i].sent;
 		received += conns[i].received;
 	}
@@ -1236,21 +1010,21 @@ int main(int argc, char **argv)
 		uint64_t t_hold_end = t_done + (uint64_t)opt.hold_ms;
 		unsigned long held = 0, closed_before = hold_closed;
 
-		for (i = 0; i < opt.conns; i++)
+		for (i = 0; i < opt.target.conns; i++)
 			held += conns[i].state == C_DONE;
 		printf("holding=%lu\n", held);
 		fflush(stdout);
 		for (;;) {
 			int n, k;
 
-			now = now_ms();
+			now = cl_now_ms();
 			if (now >= t_hold_end || hold_stop || hold_closed - closed_before == held)
 				break;
 			/* SIGUSR1 is blocked but here: it cannot slip in unseen */
 			n = epoll_pwait(epfd, events, MAX_EVENTS, wait_timeout(now, t_hold_end),
 					&sig_wait_mask);
 			if (n < 0 && errno != EINTR)
-				fail("epoll_wait: %s (%s)", errname(errno), strerror(errno));
+				fail("epoll_wait: %s (%s)", cl_errname(errno), strerror(errno));
 			for (k = 0; k < n; k++) {
 				struct conn *c = &conns[(uint32_t)events[k].data.u64];
 
@@ -1258,7 +1032,7 @@ int main(int argc, char **argv)
 					conn_held_event(c);
 			}
 		}
-		for (i = 0; i < opt.conns; i++) {
+		for (i = 0; i < opt.target.conns; i++) {
 			if (conns[i].fd >= 0) {
 				close(conns[i].fd);
 				conns[i].fd = -1;

@@ -21,10 +21,8 @@
  * a socket that is not a TCP listener, two "metrics" fds or more than
  * LISTEN_MAX listeners.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +32,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fdutil.h"
 #include "fuzz.h"
 #include "listen.h"
 #include "log.h"
@@ -52,34 +51,16 @@ static int high(int fd)
 	int nfd;
 
 	FUZZ_CHECK(fd >= 0, "socket setup failed");
-	nfd = fcntl(fd, F_DUPFD_CLOEXEC, next++);
+	nfd = fdu_move_above(fd, next++);
 	FUZZ_CHECK(nfd >= MASTER_FD, "F_DUPFD");
-	close(fd);
 	return nfd;
 }
 
 static int tcp(int family, bool do_listen)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	int fd = socket(family, SOCK_STREAM, 0);
+	int fd = fdu_loopback_socket(family, SOCK_STREAM, true, do_listen);
 
-	memset(&ss, 0, sizeof(ss));
-	if (family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_addr = in6addr_loopback;
-		len = sizeof(*sin6);
-	}
-	FUZZ_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&ss, len) == 0 &&
-		   (!do_listen || listen(fd, 4) == 0), "loopback socket (family %d)", family);
+	FUZZ_CHECK(fd >= 0, "loopback socket (family %d)", family);
 	return high(fd);
 }
 
@@ -95,8 +76,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		return 0;
 	/* fds 3 and up are the activation's: one inherited there (from make,
 	 * a shell...) is not ours to keep */
-	for (int fd = 3; fd < 3 + MAX_PLACED + 2; fd++)
-		close(fd);
+	fdu_close_range(3, 3 + MAX_PLACED + 2);
 	master[K_TCP4] = tcp(AF_INET, true);
 	master[K_TCP6] = tcp(AF_INET6, true);
 	master[K_BOUND] = tcp(AF_INET, false);
@@ -117,16 +97,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	log_set_level(LOG_EMERG);
 	return 0;
-}
-
-static bool nonblock(int fd)
-{
-	return fcntl(fd, F_GETFL) & O_NONBLOCK;
-}
-
-static bool cloexec(int fd)
-{
-	return fcntl(fd, F_GETFD) & FD_CLOEXEC;
 }
 
 /* A plain decimal as systemd writes it (what listen.c insists on). */
@@ -232,34 +202,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fdnames = h1 & 0x80 ? (strs[2] ? strs[2] : "") : NULL;
 
 	/* place the fds (blocking, no FD_CLOEXEC, as after exec) */
-	for (int fd = 3; fd < 3 + MAX_PLACED + 2; fd++)
-		close(fd);
+	fdu_close_range(3, 3 + MAX_PLACED + 2);
 	for (unsigned i = 0; i < placed; i++) {
 		if (kinds[i] == K_GAP)
 			continue;
 		fcntl(master[kinds[i]], F_SETFL, fcntl(master[kinds[i]], F_GETFL) & ~O_NONBLOCK);
 		FUZZ_CHECK(dup2(master[kinds[i]], 3 + (int)i) == 3 + (int)i, "dup2");
 	}
-	if (pid)
-		setenv("LISTEN_PID", pid, 1);
-	else
-		unsetenv("LISTEN_PID");
-	if (fds)
-		setenv("LISTEN_FDS", fds, 1);
-	else
-		unsetenv("LISTEN_FDS");
-	if (fdnames)
-		setenv("LISTEN_FDNAMES", fdnames, 1);
-	else
-		unsetenv("LISTEN_FDNAMES");
+	fdu_set_listen_env(pid, fds, fdnames);
 
 	listen_set_init(&ls);
 	ls.n = prefill;          /* listeners bound before (fds not used here) */
 	r = listen_adopt(&ls);
 
 	/* always */
-	FUZZ_CHECK(!getenv("LISTEN_PID") && !getenv("LISTEN_FDS") && !getenv("LISTEN_FDNAMES"),
-		   "LISTEN_* left in the environment (r %d)", r);
+	FUZZ_CHECK(fdu_listen_env_clean(), "LISTEN_* left in the environment (r %d)", r);
 	for (unsigned i = 0; i < placed; i++) {
 		struct stat st;
 
@@ -274,7 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			   !ls.activated, "r %d: something adopted", r);
 		if (r < 0)
 			for (unsigned i = 0; i < placed; i++)
-				FUZZ_CHECK(kinds[i] == K_GAP || !nonblock(3 + (int)i),
+				FUZZ_CHECK(kinds[i] == K_GAP || !fdu_nonblock(3 + (int)i),
 					   "r %d: fd %u made non-blocking", r, 3 + i);
 	} else {
 		FUZZ_CHECK(plain_decimal(pid) && atoi(pid) == (int)getpid() && plain_decimal(fds),
@@ -287,7 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				   (kinds[fd - 3] == K_TCP4 || kinds[fd - 3] == K_TCP6),
 				   "fd %d adopted as a listener", fd);
 			FUZZ_CHECK(i == prefill || fd > ls.l[i - 1].fd, "listeners out of order");
-			FUZZ_CHECK(ls.l[i].inherited && nonblock(fd) && cloexec(fd),
+			FUZZ_CHECK(ls.l[i].inherited && fdu_nonblock(fd) && fdu_cloexec(fd),
 				   "fd %d: inherited, O_NONBLOCK, FD_CLOEXEC", fd);
 			FUZZ_CHECK(ls.l[i].family == (kinds[fd - 3] == K_TCP4 ? AF_INET : AF_INET6),
 				   "fd %d: family %d", fd, ls.l[i].family);
@@ -356,7 +313,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	free(ls.handed);
 	free(text);
-	for (int fd = 3; fd < 3 + MAX_PLACED + 2; fd++)
-		close(fd);
+	fdu_close_range(3, 3 + MAX_PLACED + 2);
 	return 0;
 }

@@ -18,6 +18,18 @@ The container shares the host network namespace (no --private-network):
 127.0.0.1 inside IS the host's loopback, so a socket unit listening inside is
 reachable from the host. Pick free ports; never use fixed ones.
 
+The system tests built on it (tests/system/test_*.py) share its TAP scaffolding:
+
+    tap = nspawn.Tap()
+    reason = nspawn.begin_test(timeout)    # alarm, signals, host tools: skip_reason()
+    if reason:
+        nspawn.print_skip(reason)
+    try:
+        ...
+    except BaseException as e:
+        tap.harness_failed(e)              # a failed point with the traceback
+    tap.finish()                           # total time, plan, exit status
+
 Nothing is ever killed by name: only the nspawn process we started and the
 container's PID 1 (identity checked by start time), and processes left in
 the per-run cgroup this module created.
@@ -35,9 +47,11 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+import traceback
 import urllib.request
 
 # ------------------------------------------------------------------ settings
@@ -979,3 +993,82 @@ def _sweep_stale_runs(log=_log_default):
         log("removing stale run %s" % rd)
         # a container whose harness died may still run: its cgroups hold it
         _cleanup_run(rd, o.get("machine"), o.get("cgroups"))
+
+
+# ------------------------------------------------------ system test scaffolding
+
+T_START = time.monotonic()      # when the test (which imports this) started
+
+
+class Tap:
+    """TAP producer for the system tests: ok/diag, trailing plan in done()."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+        self.failures = []
+
+    def ok(self, cond, desc, diag=None):
+        self.n += 1
+        cond = bool(cond)
+        desc = desc.replace("#", "\\#")
+        print("%sok %d - %s" % ("" if cond else "not ", self.n, desc), flush=True)
+        if not cond:
+            self.failed += 1
+            self.failures.append(desc)
+            if diag:
+                self.diag(diag)
+        return cond
+
+    @staticmethod
+    def diag(text):
+        if text is None:
+            return
+        for line in str(text).rstrip().splitlines() or [""]:
+            print("# " + line, flush=True)
+
+    def harness_failed(self, e, extra=""):
+        """The run itself broke (e caught by the test's outermost handler):
+        cancel the alarm, fail a point with the traceback and extra."""
+        signal.alarm(0)
+        self.ok(False, "harness: %s: %s" % (type(e).__name__, str(e).splitlines()[0]
+                                           if str(e) else ""),
+                traceback.format_exc() + extra)
+
+    def done(self):
+        print("1..%d" % self.n, flush=True)
+        sys.exit(1 if self.failed else 0)
+
+    def finish(self):
+        """The total time since the test started, then done()."""
+        self.diag("total: %.1f s" % (time.monotonic() - T_START))
+        self.done()
+
+
+class Timeout(BaseException):
+    """Whole-test alarm: not caught by a check's guard, ends the run."""
+
+
+def _on_alarm(signum, frame):
+    raise Timeout("test exceeded its time limit")
+
+
+def _on_term(signum, frame):
+    raise SystemExit("terminated by signal %d" % signum)
+
+
+def begin_test(timeout):
+    """Start a system test: Timeout raised after timeout s (signal.alarm()
+    re-arms it), SystemExit on SIGTERM and SIGHUP, the host tools installed
+    if missing.  Returns skip_reason(): None, or why the test cannot run."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGHUP, _on_term)
+    signal.alarm(timeout)
+    ensure_host_tools()
+    return skip_reason()
+
+
+def print_skip(reason):
+    """The TAP plan of a test that cannot run here."""
+    print("1..0 # SKIP " + reason, flush=True)

@@ -14,12 +14,10 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nspawn  # noqa: E402
 
-T_START = time.monotonic()
 BUILD_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_TIMEOUT", "900"))
 RUN_TIMEOUT = 120        # once the root exists: boot + checks + shutdown
 
@@ -31,42 +29,6 @@ SYSCTLS = [
     "kernel/pid_max", "kernel/core_pattern", "kernel/sysrq", "kernel/io_uring_disabled",
     "fs/file-max", "fs/nr_open", "fs/inotify/max_user_instances", "vm/max_map_count",
 ]
-
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def ok(self, cond, desc, diag=None):
-        self.n += 1
-        print("%sok %d - %s" % ("" if cond else "not ", self.n, desc), flush=True)
-        if not cond:
-            self.failed += 1
-            if diag:
-                self.diag(diag)
-        return cond
-
-    @staticmethod
-    def diag(text):
-        for line in str(text).rstrip().splitlines():
-            print("# " + line, flush=True)
-
-    def done(self):
-        print("1..%d" % self.n, flush=True)
-        sys.exit(1 if self.failed else 0)
-
-
-class Timeout(Exception):
-    pass
-
-
-def on_alarm(signum, frame):
-    raise Timeout("test exceeded its time limit")
-
-
-def on_term(signum, frame):
-    raise SystemExit("terminated by signal %d" % signum)
 
 
 def read_sysctls():
@@ -123,16 +85,10 @@ def host_listener():
 
 
 def main():
-    tap = Tap()
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-    signal.alarm(BUILD_TIMEOUT)
-
-    nspawn.ensure_host_tools()
-    reason = nspawn.skip_reason()
+    tap = nspawn.Tap()
+    reason = nspawn.begin_test(BUILD_TIMEOUT)
     if reason:
-        print("1..0 # SKIP " + reason, flush=True)
+        nspawn.print_skip(reason)
         return 0
 
     c = None
@@ -233,14 +189,10 @@ def main():
                    if after.get(k) != sysctl_before[k]}
         tap.ok(not changed, "host sysctls unchanged", repr(changed))
     except BaseException as e:      # noqa: BLE001 - report, clean up, fail
-        signal.alarm(0)
-        tap.ok(False, "harness: %s: %s" % (type(e).__name__, str(e).splitlines()[0]
-                                          if str(e) else ""),
-               traceback.format_exc() + (c.console_tail(40) if c and c.log_path else ""))
+        tap.harness_failed(e, c.console_tail(40) if c and c.log_path else "")
     finally:
         signal.alarm(0)
-    tap.diag("total: %.1f s" % (time.monotonic() - T_START))
-    tap.done()
+    tap.finish()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import traceback
 import urllib.error
 import urllib.request
 
-T_START = time.monotonic()
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("ECHOD_SRCDIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
 ECHOD = os.environ.get("ECHOD") or os.path.join(SRCDIR, "src", "echod")
@@ -58,50 +57,6 @@ RUN_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_RUN_TIMEOUT", "170"))
 UNIT_DIR = "/lib/systemd/system"
 MiB = 1024 * 1024
 DYNAMIC_UIDS = range(61184, 65520)      # systemd's DynamicUser= range
-
-
-# ---------------------------------------------------------------------- TAP
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-        self.failures = []
-
-    def ok(self, cond, desc, diag=None):
-        self.n += 1
-        cond = bool(cond)
-        desc = desc.replace("#", "\\#")
-        print("%sok %d - %s" % ("" if cond else "not ", self.n, desc), flush=True)
-        if not cond:
-            self.failed += 1
-            self.failures.append(desc)
-            if diag:
-                self.diag(diag)
-        return cond
-
-    @staticmethod
-    def diag(text):
-        if text is None:
-            return
-        for line in str(text).rstrip().splitlines() or [""]:
-            print("# " + line, flush=True)
-
-    def done(self):
-        print("1..%d" % self.n, flush=True)
-        sys.exit(1 if self.failed else 0)
-
-
-class Timeout(BaseException):
-    """Whole-test alarm: not caught by a check's guard, ends the run."""
-
-
-def on_alarm(signum, frame):
-    raise Timeout("test exceeded its time limit")
-
-
-def on_term(signum, frame):
-    raise SystemExit("terminated by signal %d" % signum)
 
 
 # ------------------------------------------------------------------ helpers
@@ -140,16 +95,6 @@ def free_port_dual():
         except OSError:
             continue
     return echodtest.free_port()
-
-
-def wait_for(fn, timeout, interval=0.1):
-    """Call fn() until it returns a true value or timeout s pass; the last value."""
-    end = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(interval)
 
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -327,7 +272,7 @@ class Pinger:
         with self.lock:
             return "%d connections, %d round trips, %.1f MiB echoed, errors: %s" % (
                 self.nconns, sum(self.rounds), sum(self.bytes) / MiB,
-                "; ".join("conn %d at +%.2f s: %s" % (i, t - T_START, w)
+                "; ".join("conn %d at +%.2f s: %s" % (i, t - nspawn.T_START, w)
                           for t, i, w in self.errors) or "none")
 
 
@@ -431,7 +376,7 @@ class SystemTest:
         def f():
             last[0] = self.is_active(unit)
             return last[0] == want
-        wait_for(f, timeout, 0.1)
+        echodtest.poll_until(f, timeout, 0.1)
         return last[0]
 
     def jlines(self):
@@ -446,7 +391,7 @@ class SystemTest:
                 if rx.search(line):
                     return line
             return None
-        return wait_for(f, timeout, 0.2)
+        return echodtest.poll_until(f, timeout, 0.2)
 
     def jtail(self, mark=0, n=30):
         lines = self.jlines()[mark:]
@@ -580,7 +525,7 @@ class SystemTest:
         self.write_config()
         r, took = self.reload()
         line = self.jwait(mark, r"reload: configuration applied")
-        m1 = wait_for(lambda: (lambda v: v if v is not None and m0 is not None and v > m0
+        m1 = echodtest.poll_until(lambda: (lambda v: v if v is not None and m0 is not None and v > m0
                                else None)(mval(scrape(self.metrics_port),
                                                "echod_reloads_total")), 5, 0.2)
         tap.ok(r.ok and line and "idle_timeout 120" in line and m1,
@@ -670,11 +615,12 @@ class SystemTest:
                                      mval(s, "echod_workers"))
                         seen["threads"] = th
                         return verify(s, th)
-                    applied = wait_for(f, 5, 0.25)
+                    applied = echodtest.poll_until(f, 5, 0.25)
                 new = self.jlines()[mark:]
                 later = [l for l in new if "next restart" in l]
                 # the client keeps echoing after the reload (or dies: reported below)
-                wait_for(lambda: p.progress() > before + 20 or not p.all_alive(), 3)
+                echodtest.poll_until(lambda: p.progress() > before + 20 or not p.all_alive(),
+                                     3, 0.1)
                 pid = self.main_pid()
                 good = (r.ok and line and not later and (verify is None or applied) and
                         p.all_alive() and p.progress() > before and pid == pid0)
@@ -728,7 +674,7 @@ class SystemTest:
         r = c.systemctl("restart", "echod.service", timeout=60)
         st = self.wait_active("echod.service", "active", 15)
         pid = self.main_pid()
-        th = wait_for(lambda: (lambda t: t if "echod-w0" in t else None)(self.threads(pid)),
+        th = echodtest.poll_until(lambda: (lambda t: t if "echod-w0" in t else None)(self.threads(pid)),
                       5, 0.2) or {}
         tap.diag("threads of MainPID %d: %s" % (pid, ", ".join(
             "%s=%s" % kv for kv in sorted(th.items()))))
@@ -792,7 +738,8 @@ class SystemTest:
             pid1 = self.main_pid()
             at_restart = p.progress()
             time.sleep(1.0)
-            wait_for(lambda: p.progress() > at_restart + 20 or not p.all_alive(), 3)
+            echodtest.poll_until(lambda: p.progress() > at_restart + 20 or not p.all_alive(),
+                                 3, 0.1)
             after = p.progress() - at_restart
             alive = p.all_alive()
         finally:
@@ -905,7 +852,7 @@ def install(tap, c):
         if p.returncode == 0:
             tap.diag("make install DESTDIR=<root>: %.1f s" % (time.monotonic() - t0))
             return True, out
-        if attempt == 1 and time.monotonic() - T_START < RUN_TIMEOUT / 3:
+        if attempt == 1 and time.monotonic() - nspawn.T_START < RUN_TIMEOUT / 3:
             tap.diag("make install failed (rc %d); retrying in 60 s" % p.returncode)
             time.sleep(60)
             continue
@@ -914,14 +861,8 @@ def install(tap, c):
 
 
 def main():
-    tap = Tap()
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-    signal.alarm(BUILD_TIMEOUT)
-
-    nspawn.ensure_host_tools()
-    reason = nspawn.skip_reason()
+    tap = nspawn.Tap()
+    reason = nspawn.begin_test(BUILD_TIMEOUT)
     if not reason:
         for f in (ECHOD, os.environ["ECHOCLIENT"], os.path.join(BUILDDIR, "Makefile")):
             if not os.path.exists(f):
@@ -942,7 +883,7 @@ def main():
                           "service (configure with another --prefix)" % (k, mv[k]))
                 break
     if reason:
-        print("1..0 # SKIP " + reason, flush=True)
+        nspawn.print_skip(reason)
         return 0
 
     c = None
@@ -1026,16 +967,12 @@ def main():
         tap.diag("run (install, boot, checks, poweroff): %.1f s"
                  % (time.monotonic() - t_run))
     except BaseException as e:      # noqa: BLE001 - report, clean up, fail
-        signal.alarm(0)
-        tap.ok(False, "harness: %s: %s" % (type(e).__name__, str(e).splitlines()[0]
-                                          if str(e) else ""),
-               traceback.format_exc())
+        tap.harness_failed(e)
     finally:
         signal.alarm(0)
         abort_clients()
         echodtest.kill_children()
-    tap.diag("total: %.1f s" % (time.monotonic() - T_START))
-    tap.done()
+    tap.finish()
 
 
 if __name__ == "__main__":

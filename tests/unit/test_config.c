@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "config_schema.h"
+#include "fdutil.h"
 #include "tap.h"
 
 #include <arpa/inet.h>
@@ -257,17 +258,7 @@ static long long now_ms(void)
 
 static int count_fds(void)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;   /* the DIR's own fd */
+	return fdu_count();
 }
 
 static void set_addr(struct config_addr *a, const char *text, uint16_t port)

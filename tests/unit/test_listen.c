@@ -6,7 +6,6 @@
 #include "autoconfig.h"    /* _GNU_SOURCE: memfd_create, pipe2 */
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -20,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fdutil.h"
 #include "listen.h"
 #include "log.h"
 #include "tap.h"
@@ -28,43 +28,6 @@
 #define LOW_LIMIT 200           /* fds 3 .. LOW_LIMIT-1 are for placing */
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static int move_high(int fd)
-{
-	int nfd;
-
-	if (fd < 0)
-		return fd;
-	nfd = fcntl(fd, F_DUPFD_CLOEXEC, HIGH_FD);
-	close(fd);
-	return nfd;
-}
-
-static void close_low(void)
-{
-	for (int fd = 3; fd < LOW_LIMIT; fd++)
-		close(fd);
-}
-
-static socklen_t loopback(int family, uint16_t port, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		return sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		sin6->sin6_addr = in6addr_loopback;
-		return sizeof(*sin6);
-	}
-}
 
 static uint16_t sock_port(int fd)
 {
@@ -82,18 +45,7 @@ static uint16_t sock_port(int fd)
  * to an ephemeral port, listening if asked; returned above HIGH_FD. */
 static int loop_socket(int family, int type, bool do_bind, bool do_listen)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = loopback(family, 0, &ss);
-	int fd = socket(family, type, 0);
-
-	if (fd < 0)
-		return -1;
-	if ((do_bind && bind(fd, (struct sockaddr *)&ss, len) < 0) ||
-	    (do_listen && listen(fd, 8) < 0)) {
-		close(fd);
-		return -1;
-	}
-	return move_high(fd);
+	return fdu_move_above(fdu_loopback_socket(family, type, do_bind, do_listen), HIGH_FD);
 }
 
 /* Move fd to target (no FD_CLOEXEC, as after exec from systemd). */
@@ -113,38 +65,7 @@ static void set_env(const char *pid, const char *fds, const char *names)
 		snprintf(buf, sizeof(buf), "%d", (int)getpid());
 		pid = buf;
 	}
-	if (pid)
-		setenv("LISTEN_PID", pid, 1);
-	else
-		unsetenv("LISTEN_PID");
-	if (fds)
-		setenv("LISTEN_FDS", fds, 1);
-	else
-		unsetenv("LISTEN_FDS");
-	if (names)
-		setenv("LISTEN_FDNAMES", names, 1);
-	else
-		unsetenv("LISTEN_FDNAMES");
-}
-
-static bool env_clean(void)
-{
-	return !getenv("LISTEN_PID") && !getenv("LISTEN_FDS") &&
-	       !getenv("LISTEN_FDNAMES");
-}
-
-static bool is_nonblock(int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	return fl >= 0 && (fl & O_NONBLOCK);
-}
-
-static bool is_cloexec(int fd)
-{
-	int fl = fcntl(fd, F_GETFD);
-
-	return fl >= 0 && (fl & FD_CLOEXEC);
+	fdu_set_listen_env(pid, fds, names);
 }
 
 static bool fd_open(int fd)
@@ -162,29 +83,14 @@ static int sockopt(int fd, int level, int opt)
 	return v;
 }
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* stderr capture, to check the log messages */
 static int cap_fd = -1, saved_stderr = -1;
 static char cap_buf[8192];
 
 static void capture_start(void)
 {
-	cap_fd = move_high(memfd_create("stderr", MFD_CLOEXEC));
-	saved_stderr = move_high(dup(STDERR_FILENO));
+	cap_fd = fdu_move_above(memfd_create("stderr", MFD_CLOEXEC), HIGH_FD);
+	saved_stderr = fdu_move_above(dup(STDERR_FILENO), HIGH_FD);
 	if (cap_fd < 0 || saved_stderr < 0 || dup2(cap_fd, STDERR_FILENO) < 0)
 		tap_diag("capture_start: %s", strerror(errno));
 }
@@ -266,7 +172,7 @@ static void cfg_init(struct echod_config *cfg)
 static bool connects(int family, uint16_t port)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = loopback(family, port, &ss);
+	socklen_t len = fdu_loopback(family, port, &ss);
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	bool ok;
 
@@ -309,8 +215,8 @@ static void test_not_activated(void)
 	r = listen_adopt(&ls);
 	tap_ok(r == 0 && set_unchanged(&ls),
 	       "LISTEN_FDS without LISTEN_PID: 0, nothing adopted (got %d)", r);
-	tap_ok(env_clean(), "LISTEN_FDS without LISTEN_PID: variables unset");
-	close_low();
+	tap_ok(fdu_listen_env_clean(), "LISTEN_FDS without LISTEN_PID: variables unset");
+	fdu_close_range(3, LOW_LIMIT);
 }
 
 static void test_other_pid(void)
@@ -326,16 +232,16 @@ static void test_other_pid(void)
 	r = listen_adopt(&ls);
 	tap_ok(r == 0, "LISTEN_PID of another process: 0 (got %d)", r);
 	tap_ok(set_unchanged(&ls), "LISTEN_PID of another process: nothing adopted");
-	tap_ok(env_clean(), "LISTEN_PID of another process: variables unset");
-	tap_ok(fd_open(3) && !is_nonblock(3), "LISTEN_PID of another process: fd 3 open and untouched");
+	tap_ok(fdu_listen_env_clean(), "LISTEN_PID of another process: variables unset");
+	tap_ok(fd_open(3) && !fdu_nonblock(3), "LISTEN_PID of another process: fd 3 open and untouched");
 
 	/* LISTEN_FDS is not ours to judge when LISTEN_PID is someone else's */
 	set_env(pid, "abc", NULL);
 	listen_set_init(&ls);
 	r = listen_adopt(&ls);
-	tap_ok(r == 0 && set_unchanged(&ls) && env_clean(),
+	tap_ok(r == 0 && set_unchanged(&ls) && fdu_listen_env_clean(),
 	       "LISTEN_PID of another process, LISTEN_FDS=abc: 0 (got %d)", r);
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 }
 
 struct env_case {
@@ -365,7 +271,7 @@ static void test_pid_garbage(void)
 		set_env(lib[i].val, "1", NULL);
 		listen_set_init(&ls);
 		r = listen_adopt(&ls);
-		tap_ok(r == lib[i].expect && set_unchanged(&ls) && env_clean(),
+		tap_ok(r == lib[i].expect && set_unchanged(&ls) && fdu_listen_env_clean(),
 		       "LISTEN_PID=\"%s\": %d, nothing adopted, unset (got %d)",
 		       lib[i].val, lib[i].expect, r);
 	}
@@ -380,11 +286,11 @@ static void test_pid_garbage(void)
 		set_env(buf, "1", NULL);
 		listen_set_init(&ls);
 		r = listen_adopt(&ls);
-		tap_ok(r == -EINVAL && set_unchanged(&ls) && env_clean(),
+		tap_ok(r == -EINVAL && set_unchanged(&ls) && fdu_listen_env_clean(),
 		       "LISTEN_PID=\"%s\" (not plain decimal): -EINVAL, nothing adopted (got %d)",
 		       buf, r);
 	}
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 }
 
 static void test_fds_garbage(void)
@@ -407,7 +313,7 @@ static void test_fds_garbage(void)
 		set_env("self", bad[i].val, NULL);
 		listen_set_init(&ls);
 		r = listen_adopt(&ls);
-		tap_ok(r == bad[i].expect && set_unchanged(&ls) && env_clean(),
+		tap_ok(r == bad[i].expect && set_unchanged(&ls) && fdu_listen_env_clean(),
 		       "LISTEN_FDS=\"%s\": %d, nothing adopted, unset (got %d)",
 		       bad[i].val, bad[i].expect, r);
 	}
@@ -419,10 +325,10 @@ static void test_fds_garbage(void)
 		set_env("self", "99", NULL);
 		listen_set_init(&ls);
 		r = listen_adopt(&ls);
-		tap_ok(r == -EBADF && set_unchanged(&ls) && env_clean(),
+		tap_ok(r == -EBADF && set_unchanged(&ls) && fdu_listen_env_clean(),
 		       "LISTEN_FDS=99 with one fd open: -EBADF, nothing adopted (got %d)", r);
 	}
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 }
 
 static void test_two(void)
@@ -435,7 +341,7 @@ static void test_two(void)
 	place_two(&p4, &p6);
 	snprintf(n4, sizeof(n4), "127.0.0.1:%u", p4);
 	snprintf(n6, sizeof(n6), "[::1]:%u", p6);
-	tap_ok(!is_nonblock(3) && !is_nonblock(4) && !is_cloexec(3),
+	tap_ok(!fdu_nonblock(3) && !fdu_nonblock(4) && !fdu_cloexec(3),
 	       "placed fds start blocking, without FD_CLOEXEC");
 	set_env("self", "2", NULL);
 	listen_set_init(&ls);
@@ -449,13 +355,13 @@ static void test_two(void)
 	       "families AF_INET, AF_INET6 (%d, %d)", ls.l[0].family, ls.l[1].family);
 	tap_ok(strcmp(ls.l[0].name, n4) == 0, "name %s (got %s)", n4, ls.l[0].name);
 	tap_ok(strcmp(ls.l[1].name, n6) == 0, "name %s (got %s)", n6, ls.l[1].name);
-	tap_ok(is_nonblock(3) && is_nonblock(4), "O_NONBLOCK set on adopted fds");
-	tap_ok(is_cloexec(3) && is_cloexec(4), "FD_CLOEXEC set on adopted fds");
+	tap_ok(fdu_nonblock(3) && fdu_nonblock(4), "O_NONBLOCK set on adopted fds");
+	tap_ok(fdu_cloexec(3) && fdu_cloexec(4), "FD_CLOEXEC set on adopted fds");
 	tap_ok(sockopt(3, SOL_SOCKET, SO_ACCEPTCONN) == 1 &&
 	       sockopt(4, SOL_SOCKET, SO_ACCEPTCONN) == 1 &&
 	       connects(AF_INET, p4) && connects(AF_INET6, p6),
 	       "adopted fds still listening");
-	tap_ok(env_clean(), "LISTEN_FDS=2: variables unset");
+	tap_ok(fdu_listen_env_clean(), "LISTEN_FDS=2: variables unset");
 
 	/* a second call sees no variables: nothing more adopted */
 	r = listen_adopt(&ls);
@@ -482,7 +388,7 @@ static void test_two(void)
 		tap_ok(ls.n == 2 && ls.l[0].fd == 3 && ls.l[1].fd == 4,
 		       "listen_close_own(): the two inherited remain in the set (n %u)", ls.n);
 	}
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 }
 
 static void test_names(void)
@@ -498,12 +404,12 @@ static void test_names(void)
 	tap_ok(r == 1 && ls.n == 1 && ls.l[0].fd == 3,
 	       "FDNAMES echo:metrics: one echo listener, fd 3 (got %d, n %u)", r, ls.n);
 	tap_ok(ls.metrics_fd == 4, "FDNAMES echo:metrics: metrics_fd 4 (got %d)", ls.metrics_fd);
-	tap_ok(ls.activated && env_clean() && is_nonblock(4) && is_cloexec(4),
+	tap_ok(ls.activated && fdu_listen_env_clean() && fdu_nonblock(4) && fdu_cloexec(4),
 	       "FDNAMES echo:metrics: activated, unset, metrics fd non-blocking + cloexec");
 	listen_close_own(&ls);
 	tap_ok(fd_open(3) && fd_open(4) && ls.metrics_fd == 4,
 	       "listen_close_own() leaves the metrics fd alone");
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 
 	place_two(&p4, &p6);
 	set_env("self", "2", "metrics:echo");
@@ -512,7 +418,7 @@ static void test_names(void)
 	tap_ok(r == 1 && ls.n == 1 && ls.l[0].fd == 4 && ls.metrics_fd == 3,
 	       "FDNAMES metrics:echo: metrics fd 3, echo fd 4 (got %d, metrics %d)",
 	       r, ls.metrics_fd);
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 
 	place_two(&p4, &p6);
 	set_env("self", "2", "metrics:metrics");
@@ -524,17 +430,17 @@ static void test_names(void)
 	       "two metrics fds: -EINVAL, nothing adopted (got %d)", r);
 	tap_ok(strstr(cap_buf, "fd 4 (metrics)") != NULL,
 	       "two metrics fds: error names fd 4 (metrics)");
-	tap_ok(env_clean() && !is_nonblock(3),
+	tap_ok(fdu_listen_env_clean() && !fdu_nonblock(3),
 	       "two metrics fds: variables unset, fd 3 not modified");
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 
 	place_two(&p4, &p6);
 	set_env("self", "2", "echo");
 	listen_set_init(&ls);
 	r = listen_adopt(&ls);
-	tap_ok(r == -EINVAL && set_unchanged(&ls) && env_clean(),
+	tap_ok(r == -EINVAL && set_unchanged(&ls) && fdu_listen_env_clean(),
 	       "one name for two fds: -EINVAL, nothing adopted (got %d)", r);
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 
 	/* more than LISTEN_MAX echo listeners; the metrics fd does not count */
 	{
@@ -564,12 +470,12 @@ static void test_names(void)
 		capture_start();
 		r = listen_adopt(&ls);
 		capture_end();
-		tap_ok(r == -EMFILE && set_unchanged(&ls) && env_clean(),
+		tap_ok(r == -EMFILE && set_unchanged(&ls) && fdu_listen_env_clean(),
 		       "%d echo fds: -EMFILE, nothing adopted (got %d)", LISTEN_MAX + 1, r);
 		tap_ok(strstr(cap_buf, "more than") != NULL, "-EMFILE is logged");
 		free(names);
 		close(a);
-		close_low();
+		fdu_close_range(3, LOW_LIMIT);
 	}
 }
 
@@ -590,9 +496,9 @@ static void test_bad_fd(const char *what, int fd, int expect)
 	r = listen_adopt(&ls);
 	capture_end();
 	tap_ok(r == expect, "fd 4 is %s: %d (got %d)", what, expect, r);
-	tap_ok(set_unchanged(&ls) && env_clean(),
+	tap_ok(set_unchanged(&ls) && fdu_listen_env_clean(),
 	       "fd 4 is %s: nothing adopted, variables unset", what);
-	tap_ok(fd_open(3) && !is_nonblock(3), "fd 4 is %s: fd 3 left as it was", what);
+	tap_ok(fd_open(3) && !fdu_nonblock(3), "fd 4 is %s: fd 3 left as it was", what);
 	if (expect == -EINVAL) {
 		snprintf(want, sizeof(want), "fd 4 (bad): not a listening TCP socket");
 		tap_ok(strstr(cap_buf, want) != NULL, "fd 4 is %s: logged \"%s\"", what, want);
@@ -601,7 +507,7 @@ static void test_bad_fd(const char *what, int fd, int expect)
 		       strstr(cap_buf, strerror(-expect)) != NULL,
 		       "fd 4 is %s: logged the libsystemd error", what);
 	}
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 }
 
 static void test_bad_fds(void)
@@ -616,8 +522,8 @@ static void test_bad_fds(void)
 	test_bad_fd("an unbound TCP socket",
 		    loop_socket(AF_INET, SOCK_STREAM, false, false), -EINVAL);
 	if (pipe2(p, O_CLOEXEC) == 0) {
-		p[0] = move_high(p[0]);
-		p[1] = move_high(p[1]);
+		p[0] = fdu_move_above(p[0], HIGH_FD);
+		p[1] = fdu_move_above(p[1], HIGH_FD);
 		test_bad_fd("a pipe", p[0], -EINVAL);
 		close(p[1]);
 	} else {
@@ -629,7 +535,7 @@ static void test_bad_fds(void)
 	su.sun_family = AF_UNIX;    /* bind with only the family: autobind */
 	if (u >= 0 && bind(u, (struct sockaddr *)&su, sizeof(sa_family_t)) == 0 &&
 	    listen(u, 1) == 0) {
-		test_bad_fd("a listening AF_UNIX socket", move_high(u), -EINVAL);
+		test_bad_fd("a listening AF_UNIX socket", fdu_move_above(u, HIGH_FD), -EINVAL);
 	} else {
 		tap_ok(0, "unix socket: %s", strerror(errno));
 		close(u);
@@ -673,8 +579,8 @@ static void test_bind(void)
 	tap_ok(sockopt(ls.l[0].fd, SOL_SOCKET, SO_REUSEADDR) == 1 &&
 	       sockopt(ls.l[1].fd, SOL_SOCKET, SO_REUSEADDR) == 1, "SO_REUSEADDR set");
 	tap_ok(sockopt(ls.l[0].fd, SOL_SOCKET, SO_REUSEPORT) == 0, "SO_REUSEPORT not set");
-	tap_ok(is_nonblock(ls.l[0].fd) && is_nonblock(ls.l[1].fd) &&
-	       is_cloexec(ls.l[0].fd) && is_cloexec(ls.l[1].fd),
+	tap_ok(fdu_nonblock(ls.l[0].fd) && fdu_nonblock(ls.l[1].fd) &&
+	       fdu_cloexec(ls.l[0].fd) && fdu_cloexec(ls.l[1].fd),
 	       "bound sockets are non-blocking and close-on-exec");
 
 	/* conflict on the second address: the first one is closed again */
@@ -682,11 +588,11 @@ static void test_bind(void)
 	cfg_add(&cfg2, AF_INET, "127.0.0.1", q);
 	cfg_add(&cfg2, AF_INET6, "::1", p);
 	listen_set_init(&ls2);
-	before = count_fds();
+	before = fdu_count();
 	capture_start();
 	r = listen_bind(&ls2, &cfg2, false);
 	capture_end();
-	after = count_fds();
+	after = fdu_count();
 	tap_ok(r == -EADDRINUSE, "bind conflict: -EADDRINUSE (got %d)", r);
 	tap_ok(set_unchanged(&ls2), "bind conflict: set left empty (n %u)", ls2.n);
 	tap_ok(before > 0 && before == after, "bind conflict: no fd leaked (%d before, %d after)",
@@ -727,9 +633,9 @@ static void test_bind(void)
 	cfg_init(&cfg);
 	cfg_add(&cfg, AF_INET, "127.0.0.1", q);
 	cfg_add(&cfg, AF_INET6, "::1", q);
-	before = count_fds();
+	before = fdu_count();
 	r = listen_bind(&ls2, &cfg, false);
-	tap_ok(r == -EMFILE && ls2.n == LISTEN_MAX - 1 && count_fds() == before,
+	tap_ok(r == -EMFILE && ls2.n == LISTEN_MAX - 1 && fdu_count() == before,
 	       "more than LISTEN_MAX listeners: -EMFILE, nothing bound (got %d)", r);
 
 	/* unknown family */
@@ -768,7 +674,7 @@ int main(void)
 	int fd;
 
 	/* fds 3.. are where the tests put sockets: nothing of ours lives there */
-	close_low();
+	fdu_close_range(3, LOW_LIMIT);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	fd = loop_socket(AF_INET6, SOCK_STREAM, true, false);
