@@ -7,6 +7,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,6 +55,19 @@ static bool env_is_decimal(const struct env_copy *e)
 		if (*p < '0' || *p > '9')
 			return false;
 	return true;
+}
+
+/* Whether e is a plain decimal process id, not ours (one that does not
+ * fit a pid is left to libsystemd, which refuses it: -ERANGE). */
+static bool env_other_pid(const struct env_copy *e)
+{
+	long v;
+
+	if (!env_is_decimal(e))
+		return false;
+	errno = 0;
+	v = strtol(e->val, NULL, 10);
+	return errno == 0 && v <= INT_MAX && v != (long)getpid();
 }
 
 static void strv_free_(char **l)
@@ -224,6 +238,16 @@ int listen_adopt(struct listen_set *ls)
 
 	env_copy(&pid, "LISTEN_PID");
 	env_copy(&fds, "LISTEN_FDS");
+
+	/* Variables for another process (or none) are not ours to judge:
+	 * libsystemd parses LISTEN_FDNAMES before it looks at LISTEN_PID, and
+	 * would fail a start on names meant for someone else. */
+	if (!pid.set || env_other_pid(&pid)) {
+		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDS");
+		unsetenv("LISTEN_FDNAMES");
+		return 0;
+	}
 
 	/* Also unsets LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, whatever
 	 * it returns, so that no child ever sees them. */

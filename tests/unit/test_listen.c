@@ -241,6 +241,19 @@ static void test_other_pid(void)
 	r = listen_adopt(&ls);
 	tap_ok(r == 0 && set_unchanged(&ls) && fdu_listen_env_clean(),
 	       "LISTEN_PID of another process, LISTEN_FDS=abc: 0 (got %d)", r);
+
+	/* nor LISTEN_FDNAMES, which libsystemd parses first (a trailing
+	 * backslash is -EINVAL there), with LISTEN_PID someone else's or unset */
+	set_env(pid, NULL, "echo\\");
+	listen_set_init(&ls);
+	r = listen_adopt(&ls);
+	tap_ok(r == 0 && set_unchanged(&ls) && fdu_listen_env_clean(),
+	       "LISTEN_PID of another process, LISTEN_FDNAMES malformed: 0 (got %d)", r);
+	set_env(NULL, "1", "echo\\");
+	listen_set_init(&ls);
+	r = listen_adopt(&ls);
+	tap_ok(r == 0 && set_unchanged(&ls) && fdu_listen_env_clean() && fd_open(3),
+	       "LISTEN_PID unset, LISTEN_FDNAMES malformed: 0 (got %d)", r);
 	fdu_close_range(3, LOW_LIMIT);
 }
 
