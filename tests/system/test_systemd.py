@@ -25,19 +25,14 @@ Env: ECHOD (built daemon; BUILDDIR = dirname(dirname($ECHOD))), ECHOCLIENT,
 Prints "1..0 # SKIP reason" when the harness cannot run here.
 """
 
-import errno
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("ECHOD_SRCDIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -50,12 +45,12 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "functional"))
 import nspawn        # noqa: E402
 import echodtest     # noqa: E402
-import metricsutil   # noqa: E402
+from systest import (MiB, Pinger, Prober, abort_clients, free_port_dual,  # noqa: E402
+                     http_get, make_env, mval, port_closed, safe, scrape)
 
 BUILD_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_TIMEOUT", "900"))
 RUN_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_RUN_TIMEOUT", "170"))
 UNIT_DIR = "/lib/systemd/system"
-MiB = 1024 * 1024
 DYNAMIC_UIDS = range(61184, 65520)      # systemd's DynamicUser= range
 
 
@@ -75,267 +70,6 @@ def make_vars(builddir, names):
         return re.sub(r"\$[({]([A-Za-z_][A-Za-z0-9_]*)[)}]",
                       lambda m: expand(raw.get(m.group(1), ""), depth + 1), v)
     return {n: expand(raw.get(n, "")) for n in names}
-
-
-def free_port_dual():
-    """A TCP port free on [::] (dual stack) and 127.0.0.1 right now."""
-    for _ in range(20):
-        try:
-            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            s.bind(("::", 0))
-            port = s.getsockname()[1]
-            s.close()
-        except OSError:
-            return echodtest.free_port()
-        try:
-            with socket.socket() as t:
-                t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-    return echodtest.free_port()
-
-
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_get(port, path="/metrics", timeout=10):
-    """(status, body text) of GET http://127.0.0.1:port/path (no proxy)."""
-    try:
-        with _opener.open("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-def scrape(port, timeout=10):
-    """Parsed series, or None if the endpoint does not answer 200."""
-    try:
-        status, body = http_get(port, timeout=timeout)
-    except OSError:
-        return None
-    if status != 200:
-        return None
-    return metricsutil.parse(body)[0]
-
-
-def mval(series, name, **labels):
-    if series is None:
-        return None
-    if not any(n == name for (n, _l) in series):
-        return None
-    return metricsutil.value(series, name, **labels)
-
-
-def port_closed(port, host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(3)
-    try:
-        s.connect((host, port))
-        return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def echo_once(port, payload, timeout=10):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while True:
-            b = s.recv(65536)
-            if not b:
-                return bytes(got)
-            got += b
-
-
-def err_name(e):
-    if isinstance(e, socket.timeout):
-        return "timeout"
-    if isinstance(e, OSError) and e.errno:
-        return errno.errorcode.get(e.errno, str(e.errno))
-    return type(e).__name__ + (": " + str(e) if str(e) else "")
-
-
-# ------------------------------------------------------------ test clients
-
-_PATTERN = os.urandom(1 << 20)
-_ACTIVE = set()          # running Pinger/Prober objects, aborted on any exit path
-
-
-def abort_clients():
-    for cl in list(_ACTIVE):
-        cl.abort()
-
-
-class Pinger:
-    """conns connections doing round trips (1..16 KiB, every byte compared)
-    until stop(); connected, and one round trip done, when start() returns."""
-
-    def __init__(self, port, conns=4, timeout=15):
-        self.port, self.nconns, self.timeout = port, conns, timeout
-        self.stop_ev = threading.Event()
-        self.lock = threading.Lock()
-        self.rounds = [0] * conns
-        self.bytes = [0] * conns
-        self.errors = []            # (t, conn, what)
-        self.alive = [False] * conns
-        self.threads = []
-        self.socks = []
-
-    def start(self):
-        for i in range(self.nconns):
-            s = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.socks.append(s)
-        for i, s in enumerate(self.socks):
-            self._round(i, s, 4096 + i)          # served before start() returns
-            self.alive[i] = True
-        _ACTIVE.add(self)
-        for i, s in enumerate(self.socks):
-            t = threading.Thread(target=self._run, args=(i, s), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def abort(self):
-        """Stop at once (from the main thread, on a timeout or an error)."""
-        self.stop_ev.set()
-        for s in self.socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        _ACTIVE.discard(self)
-
-    def _round(self, i, s, n):
-        off = (self.bytes[i] * 7919 + i * 104729) % (len(_PATTERN) - n)
-        data = _PATTERN[off:off + n]
-        s.sendall(data)
-        got = bytearray()
-        while len(got) < n:
-            b = s.recv(n - len(got))
-            if not b:
-                raise EOFError("EOF after %d of %d bytes of round trip %d"
-                               % (len(got), n, self.rounds[i] + 1))
-            got += b
-        if got != data:
-            k = next(j for j in range(n) if got[j] != data[j])
-            raise ValueError("round trip %d: byte %d of %d differs (stream offset %d)"
-                             % (self.rounds[i] + 1, k, n, self.bytes[i] + k))
-        with self.lock:
-            self.rounds[i] += 1
-            self.bytes[i] += n
-
-    def _run(self, i, s):
-        n = 1 + (i * 977) % 16384
-        try:
-            while not self.stop_ev.is_set():
-                n = 1 + (n * 1103515245 + 12345) % 16384
-                self._round(i, s, n)
-        except BaseException as e:      # noqa: BLE001 - recorded, reported
-            with self.lock:
-                self.errors.append((time.monotonic(), i, err_name(e)))
-                self.alive[i] = False
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def progress(self):
-        with self.lock:
-            return sum(self.rounds)
-
-    def all_alive(self):
-        with self.lock:
-            return all(self.alive)
-
-    def stop(self):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(self.timeout + 5)
-        _ACTIVE.discard(self)
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def summary(self):
-        with self.lock:
-            return "%d connections, %d round trips, %.1f MiB echoed, errors: %s" % (
-                self.nconns, sum(self.rounds), sum(self.bytes) / MiB,
-                "; ".join("conn %d at +%.2f s: %s" % (i, t - nspawn.T_START, w)
-                          for t, i, w in self.errors) or "none")
-
-
-class Prober:
-    """Connect, send 1 byte, read it back, close; repeatedly (nthreads loops,
-    a pause s between probes) until stop()."""
-
-    def __init__(self, port, nthreads=3, timeout=10, pause=0.002):
-        self.port, self.nthreads, self.timeout, self.pause = port, nthreads, timeout, pause
-        self.stop_ev = threading.Event()
-        self.lock = threading.Lock()
-        self.results = []           # (t_start, t_end, error or None)
-        self.threads = []
-
-    def start(self):
-        _ACTIVE.add(self)
-        for i in range(self.nthreads):
-            t = threading.Thread(target=self._run, args=(i,), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def abort(self):
-        self.stop_ev.set()
-        _ACTIVE.discard(self)
-
-    def _run(self, i):
-        k = i
-        while not self.stop_ev.is_set():
-            k += self.nthreads
-            b = bytes([k & 0xff])
-            t0 = time.monotonic()
-            err = None
-            try:
-                with socket.create_connection(("127.0.0.1", self.port),
-                                              timeout=self.timeout) as s:
-                    s.sendall(b)
-                    got = s.recv(1)
-                    if got != b:
-                        err = "EOF instead of the echo" if not got else "wrong byte"
-            except BaseException as e:      # noqa: BLE001
-                err = err_name(e)
-            with self.lock:
-                self.results.append((t0, time.monotonic(), err))
-            self.stop_ev.wait(self.pause)
-
-    def stop(self):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(self.timeout + 5)
-        _ACTIVE.discard(self)
-
-    def stats(self, t_from=None, t_to=None):
-        with self.lock:
-            res = list(self.results)
-        if t_from is not None:
-            res = [r for r in res if r[1] >= t_from and r[0] <= t_to]
-        errs = {}
-        for _t0, _t1, e in res:
-            if e:
-                errs[e] = errs.get(e, 0) + 1
-        worst = max((t1 - t0 for t0, t1, _e in res), default=0.0)
-        return len(res), errs, worst
 
 
 # ------------------------------------------------------------------- checks
@@ -808,14 +542,6 @@ class SystemTest:
                % (totals[-1] if totals else None, t_acc, t_rcv))
 
 
-def safe(fn):
-    """fn() for diagnostics: its exception as text instead of raising."""
-    try:
-        return fn()
-    except Exception as e:      # noqa: BLE001
-        return "(%s: %s)" % (type(e).__name__, e)
-
-
 def base_config(echo_port, metrics_port):
     return {
         "backend": "auto",
@@ -827,14 +553,6 @@ def base_config(echo_port, metrics_port):
         "shutdown_timeout": 5,
         "metrics": {"enabled": True, "address": "127.0.0.1", "port": metrics_port},
     }
-
-
-def make_env():
-    env = dict(os.environ)
-    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS"):
-        env.pop(k, None)
-    env["LC_ALL"] = "C"
-    return env
 
 
 def install(tap, c):
