@@ -4,12 +4,15 @@ restarts echod in the container: Pinger (established connections doing
 byte-checked round trips) and Prober (a new connection per 1-byte echo,
 counting refusals and resets).  The TAP scaffolding is nspawn.py's."""
 
+import contextlib
 import errno
 import os
+import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -296,3 +299,98 @@ def make_env():
         env.pop(k, None)
     env["LC_ALL"] = "C"
     return env
+
+
+class Through:
+    """What the host's clients saw while action() restarted echod: a Pinger
+    (4 established connections doing byte-checked round trips) and a Prober
+    (a new connection per 1-byte echo) ran before, during and after it."""
+
+    def __init__(self, port, action, settled, settle=1.0):
+        """Run action() (its value in .result), then settled() (waits for
+        the service to be back; its value in .state), then let the clients
+        run settle s more (and until 20 round trips are done, 3 s at most)."""
+        p = Pinger(port, conns=4).start()
+        q = Prober(port).start()
+        try:
+            time.sleep(0.5)
+            self.before = p.progress()
+            self.t0 = time.monotonic()
+            self.result = action()
+            self.t1 = time.monotonic()
+            self.state = settled()
+            at = p.progress()
+            time.sleep(settle)
+            echodtest.poll_until(lambda: p.progress() > at + 20 or not p.all_alive(), 3, 0.1)
+            self.after = p.progress() - at
+            self.alive = p.all_alive()
+        finally:
+            q.stop()
+            p.stop()
+        self.pinger, self.prober = p, q
+
+    def report(self, tap, what, context=""):
+        """Two points: the established connections stayed byte-exact through
+        the action, and no new connection was refused, reset or unanswered."""
+        p = self.pinger
+        tap.ok(self.alive and not p.errors and self.after > 0 and self.before > 0,
+               "%s: 4 connections established before the %s stay connected and byte-exact "
+               "through it (%d round trips after it)" % (what, what, self.after),
+               "%s\n%s" % (p.summary(), context))
+        tap.diag("client: " + p.summary())
+        n, errs, worst = self.prober.stats()
+        nw, _errs, _worst = self.prober.stats(self.t0, self.t1)
+        tap.ok(n > 0 and nw > 0 and not errs,
+               "%s: a client connecting repeatedly during the %s never sees ECONNREFUSED, a "
+               "reset or a missing echo" % (what, what),
+               "probes: %d (%d during the %s), errors: %r, slowest %.2f s"
+               % (n, nw, what, errs, worst))
+        tap.diag("probes: %d in all, %d during the %.2f s %s, errors %s, slowest %.3f s"
+                 % (n, nw, self.t1 - self.t0, what, errs or "none", worst))
+
+
+def run_steps(tap, steps, context):
+    """Run each (name, fn) of steps in turn: an exception fails one point
+    (with its traceback and context(), the journal say) and the next step
+    still runs; the test clients a step started are killed after it."""
+    for name, fn in steps:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as e:      # noqa: BLE001 - one failed step, go on
+            tap.ok(False, "%s: %s: %s" % (name, type(e).__name__,
+                                          str(e).splitlines()[0] if str(e) else ""),
+                   traceback.format_exc() + "\n" + safe(context))
+        finally:
+            echodtest.kill_children()
+        tap.diag("[%s: %.1f s]" % (name, time.monotonic() - t0))
+
+
+@contextlib.contextmanager
+def container_run(tap, c):
+    """Around the steps run in container c: on any exception, stop the host's
+    clients and show the end of the container's console before it
+    propagates (the container is then powered off by its own exit)."""
+    try:
+        yield
+    except BaseException:
+        abort_clients()
+        echodtest.kill_children()
+        if c.log_path:
+            tap.diag(c.console_tail(30))
+        raise
+
+
+@contextlib.contextmanager
+def guarded(tap):
+    """The whole run of a system test: any exception (the alarm's Timeout
+    too) fails a harness point; the alarm is cancelled and the host's
+    clients stopped whatever happens."""
+    try:
+        yield
+    except BaseException as e:      # noqa: BLE001 - report, clean up, fail
+        tap.harness_failed(e)
+    finally:
+        signal.alarm(0)
+        abort_clients()
+        echodtest.kill_children()

@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("ECHOD_SRCDIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -43,8 +42,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "functional"))
 import nspawn        # noqa: E402
 import echodtest     # noqa: E402
-from systest import (Pinger, Prober, abort_clients, echo_once,  # noqa: E402
-                     free_port_dual, make_env, mval, port_closed, safe, scrape)
+from systest import (Through, container_run, guarded, run_steps, echo_once,  # noqa: E402
+                     free_port_dual, make_env, mval, port_closed, scrape)
 
 wait_for = echodtest.poll_until
 
@@ -243,41 +242,20 @@ class PackageTest:
         tap, c = self.tap, self.c
         ino0, ss0 = self.listener()
         pid0 = self.main_pid()
-        p = Pinger(self.echo_port, conns=4).start()
-        q = Prober(self.echo_port).start()
-        try:
-            time.sleep(0.5)
-            before = p.progress()
-            t0 = time.monotonic()
-            r = self.apt("install", os.path.join(DEBS_IN, os.path.basename(deb2)))
-            t1 = time.monotonic()
-            wait_for(lambda: self.state("echod.service") == "active", 15)
-            at_upgrade = p.progress()
-            wait_for(lambda: p.progress() > at_upgrade + 20 or not p.all_alive(), 5)
-            after = p.progress() - at_upgrade
-            alive = p.all_alive()
-        finally:
-            q.stop()
-            p.stop()
+        th = Through(self.echo_port,
+                     lambda: self.apt("install", os.path.join(DEBS_IN, os.path.basename(deb2))),
+                     lambda: wait_for(lambda: self.state("echod.service") == "active", 15))
+        r = th.result
         pid1 = self.main_pid()
         ino1, ss1 = self.listener()
         st = self.status()
         tap.ok(r.ok and st == "install ok installed|" + version2,
                "upgrade: apt-get install ./%s over the running echod (dpkg: %s, %.1f s)"
-               % (os.path.basename(deb2), st, t1 - t0), r.diag())
+               % (os.path.basename(deb2), st, th.t1 - th.t0), r.diag())
         tap.ok(pid1 not in (0, pid0) and self.state("echod.service") == "active",
                "upgrade: echod.service was restarted into the new package (MainPID %d -> %d)"
                % (pid0, pid1), self.journal())
-        tap.ok(alive and not p.errors and before > 0 and after > 0,
-               "upgrade: 4 connections streaming through the upgrade get every byte back, "
-               "in order (%d round trips after it)" % after, p.summary() + "\n" + self.journal())
-        tap.diag("clients: " + p.summary())
-        n, errs, worst = q.stats()
-        nw, _e, _w = q.stats(t0, t1)
-        tap.ok(n > 0 and nw > 0 and not errs,
-               "upgrade: a client connecting repeatedly during the upgrade is never refused "
-               "or reset (%d connections, %d during the upgrade)" % (n, nw),
-               "errors %r, slowest %.2f s" % (errs, worst))
+        th.report(tap, "upgrade", self.journal())
         tap.ok(ino0 and ino0 == ino1, "upgrade: the same listening socket before and after "
                "(inode %s)" % ",".join(ino0), "before:\n%s\nafter:\n%s" % (ss0, ss1))
         with open(c.path("/etc/echod.conf")) as f:
@@ -317,6 +295,49 @@ class PackageTest:
                % status, "%s\nleft: %s" % (r.diag(), "\n  ".join([""] + left[:40])))
 
 
+def run(tap, deb_dir, work):
+    """Build (or take) the package, make its successor, and drive both
+    through a container: install, serve, reload, upgrade, remove, purge."""
+    if deb_dir:
+        deb = sorted(glob.glob(os.path.join(deb_dir, "echod_*.deb")))[-1]
+        tap.diag("package from ECHOD_DEB_DIR: " + deb)
+    else:
+        deb = build_package(tap, work)
+        if not deb:
+            raise RuntimeError("no package to test")
+    version = deb_field(deb, "Version")
+    version2 = version + "+systest1"
+    deb2 = repack(deb, version2, work)
+    tap.diag("packages: %s, %s" % (os.path.basename(deb), os.path.basename(deb2)))
+
+    root = nspawn.ensure_root()
+    signal.alarm(RUN_TIMEOUT)
+    echo_port, metrics_port = free_port_dual(), echodtest.free_port()
+    while metrics_port == echo_port:
+        metrics_port = echodtest.free_port()
+    tap.diag("echo port %d, metrics port %d" % (echo_port, metrics_port))
+    with nspawn.Container(root) as c, container_run(tap, c):
+        for d in (deb, deb2):
+            c.copy_in(d, os.path.join(DEBS_IN, os.path.basename(d)))
+        # the operator's drop-ins: free ports instead of 7 and 9100
+        c.write_file("/etc/systemd/system/echod.socket.d/port.conf",
+                     "[Socket]\nListenStream=\nListenStream=%d\n" % echo_port)
+        c.write_file("/etc/systemd/system/echod-metrics.socket.d/port.conf",
+                     "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n"
+                     % metrics_port)
+        state = c.boot()
+        tap.diag("boot: %.2f s, state %s" % (c.boot_seconds, state))
+        t = PackageTest(tap, c, echo_port, metrics_port)
+        before = t.snapshot()
+        steps = (("install", lambda: t.check_install(deb, version)),
+                 ("serve", t.check_serve),
+                 ("reload", t.check_reload),
+                 ("upgrade", lambda: t.check_upgrade(deb2, version2)),
+                 ("remove", t.check_remove),
+                 ("purge", lambda: t.check_purge(before)))
+        run_steps(tap, steps, t.journal)
+
+
 def main():
     tap = nspawn.Tap()
     reason = nspawn.begin_test(BUILD_TIMEOUT)
@@ -340,71 +361,12 @@ def main():
         return 0
 
     work = tempfile.mkdtemp(prefix="echod-pkg.")
-    try:
-        if deb_dir:
-            deb = sorted(glob.glob(os.path.join(deb_dir, "echod_*.deb")))[-1]
-            tap.diag("package from ECHOD_DEB_DIR: " + deb)
-        else:
-            deb = build_package(tap, work)
-            if not deb:
-                raise RuntimeError("no package to test")
-        version = deb_field(deb, "Version")
-        version2 = version + "+systest1"
-        deb2 = repack(deb, version2, work)
-        tap.diag("packages: %s, %s" % (os.path.basename(deb), os.path.basename(deb2)))
-
-        root = nspawn.ensure_root()
-        signal.alarm(RUN_TIMEOUT)
-        echo_port, metrics_port = free_port_dual(), echodtest.free_port()
-        while metrics_port == echo_port:
-            metrics_port = echodtest.free_port()
-        tap.diag("echo port %d, metrics port %d" % (echo_port, metrics_port))
-        with nspawn.Container(root) as c:
-            try:
-                for d in (deb, deb2):
-                    c.copy_in(d, os.path.join(DEBS_IN, os.path.basename(d)))
-                # the operator's drop-ins: free ports instead of 7 and 9100
-                c.write_file("/etc/systemd/system/echod.socket.d/port.conf",
-                             "[Socket]\nListenStream=\nListenStream=%d\n" % echo_port)
-                c.write_file("/etc/systemd/system/echod-metrics.socket.d/port.conf",
-                             "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n"
-                             % metrics_port)
-                state = c.boot()
-                tap.diag("boot: %.2f s, state %s" % (c.boot_seconds, state))
-                t = PackageTest(tap, c, echo_port, metrics_port)
-                before = t.snapshot()
-                steps = (("install", lambda: t.check_install(deb, version)),
-                         ("serve", t.check_serve),
-                         ("reload", t.check_reload),
-                         ("upgrade", lambda: t.check_upgrade(deb2, version2)),
-                         ("remove", t.check_remove),
-                         ("purge", lambda: t.check_purge(before)))
-                for name, fn in steps:
-                    t0 = time.monotonic()
-                    try:
-                        fn()
-                    except Exception as e:      # noqa: BLE001 - one failed step, go on
-                        tap.ok(False, "%s: %s: %s" % (name, type(e).__name__,
-                                                      str(e).splitlines()[0] if str(e) else ""),
-                               traceback.format_exc() + "\n" + safe(t.journal))
-                    finally:
-                        echodtest.kill_children()
-                    tap.diag("[%s: %.1f s]" % (name, time.monotonic() - t0))
-            except BaseException:
-                abort_clients()
-                echodtest.kill_children()
-                if c.log_path:
-                    tap.diag(c.console_tail(30))
-                raise
-    except BaseException as e:      # noqa: BLE001 - report, clean up, fail
-        tap.harness_failed(e)
-    finally:
-        signal.alarm(0)
-        abort_clients()
-        echodtest.kill_children()
-        shutil.rmtree(work, ignore_errors=True)
+    with guarded(tap):
+        try:
+            run(tap, deb_dir, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     tap.finish()
-
 
 if __name__ == "__main__":
     main()

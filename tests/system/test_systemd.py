@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("ECHOD_SRCDIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -45,8 +44,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "functional"))
 import nspawn        # noqa: E402
 import echodtest     # noqa: E402
-from systest import (MiB, Pinger, Prober, abort_clients, free_port_dual,  # noqa: E402
-                     http_get, make_env, mval, port_closed, safe, scrape)
+from systest import (MiB, Pinger, Through, container_run, free_port_dual,  # noqa: E402
+                     guarded, http_get, make_env, mval, port_closed, run_steps, scrape)
 
 BUILD_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_TIMEOUT", "900"))
 RUN_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_RUN_TIMEOUT", "170"))
@@ -55,6 +54,11 @@ DYNAMIC_UIDS = range(61184, 65520)      # systemd's DynamicUser= range
 
 
 # ------------------------------------------------------------------ helpers
+
+def pairs(text, sep):
+    """{key: value} of the lines of text that hold sep (split at the first)."""
+    return dict(line.split(sep, 1) for line in text.splitlines() if sep in line)
+
 
 def make_vars(builddir, names):
     """Values of the build's Makefile variables (${x} / $(x) expanded)."""
@@ -88,12 +92,7 @@ class SystemTest:
     # --- container helpers
     def show(self, *props, unit="echod.service"):
         r = self.c.systemctl("show", unit, "-p", ",".join(props))
-        out = {}
-        for line in r.stdout.splitlines():
-            if "=" in line:
-                k, v = line.split("=", 1)
-                out[k] = v
-        return out
+        return pairs(r.stdout, "=")
 
     def main_pid(self):
         try:
@@ -148,12 +147,7 @@ class SystemTest:
                         'printf "%%s\\t%%s\\n" "$(cat $t/comm)" '
                         '"$(sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" $t/status)"; '
                         'done' % pid])
-        out = {}
-        for line in r.stdout.splitlines():
-            if "\t" in line:
-                k, v = line.split("\t", 1)
-                out[k] = v
-        return out
+        return pairs(r.stdout, "\t")
 
     def client_ok(self, res, total):
         return res.ok and res.info.get("bytes_sent") == total and \
@@ -460,43 +454,15 @@ class SystemTest:
         tap, c = self.tap, self.c
         pid0 = self.main_pid()
         mark = len(self.jlines())
-        p = Pinger(self.echo_port, conns=4).start()
-        q = Prober(self.echo_port).start()
-        try:
-            time.sleep(0.5)
-            before = p.progress()
-            t0 = time.monotonic()
-            r = c.systemctl("restart", "echod.service", timeout=60)
-            t1 = time.monotonic()
-            st = self.wait_active("echod.service", "active", 15)
-            pid1 = self.main_pid()
-            at_restart = p.progress()
-            time.sleep(1.0)
-            echodtest.poll_until(lambda: p.progress() > at_restart + 20 or not p.all_alive(),
-                                 3, 0.1)
-            after = p.progress() - at_restart
-            alive = p.all_alive()
-        finally:
-            q.stop()
-            p.stop()
-        tap.diag("systemctl restart took %.2f s; MainPID %d -> %d" % (t1 - t0, pid0, pid1))
+        th = Through(self.echo_port,
+                     lambda: c.systemctl("restart", "echod.service", timeout=60),
+                     lambda: (self.wait_active("echod.service", "active", 15), self.main_pid()))
+        r, (st, pid1) = th.result, th.state
+        tap.diag("systemctl restart took %.2f s; MainPID %d -> %d" % (th.t1 - th.t0, pid0, pid1))
         tap.ok(r.ok and st == "active" and pid1 not in (0, pid0),
                "restart: systemctl restart echod exits 0, MainPID changes (%d -> %d)"
                % (pid0, pid1), r.diag() + "\n" + self.jtail(mark))
-        tap.ok(alive and not p.errors and after > 0 and before > 0,
-               "restart: 4 connections established before the restart stay connected and "
-               "byte-exact through it (%d round trips after it)" % after,
-               "%s\n%s" % (p.summary(), self.jtail(mark, 40)))
-        tap.diag("client: " + p.summary())
-        n, errs, worst = q.stats()
-        nw, errs_w, worst_w = q.stats(t0, t1)
-        tap.ok(n > 0 and nw > 0 and not errs,
-               "restart: a client connecting repeatedly during the restart never sees "
-               "ECONNREFUSED, a reset or a missing echo",
-               "probes: %d (%d during the restart window), errors: %r, slowest %.2f s"
-               % (n, nw, errs, worst))
-        tap.diag("probes: %d in all, %d during the %.2f s restart, errors %s, slowest "
-                 "%.3f s" % (n, nw, t1 - t0, errs or "none", worst))
+        th.report(tap, "restart", self.jtail(mark, 40))
         tap.diag("\n".join(["journal of the restart:"] +
                            [l for l in self.jlines()[mark:]
                             if re.search(r"fd.store|FDSTORE|stor|handed|adopt|drain|"
@@ -604,8 +570,7 @@ def main():
         nspawn.print_skip(reason)
         return 0
 
-    c = None
-    try:
+    with guarded(tap):
         root = nspawn.ensure_root()
         signal.alarm(RUN_TIMEOUT)
         t_run = time.monotonic()
@@ -624,72 +589,50 @@ def main():
         tap.diag("build dir %s (prefix %s); echo port %d, metrics port %d"
                  % (BUILDDIR, mv["prefix"], echo_port, metrics_port))
 
-        with nspawn.Container(root) as c:
-            try:
-                ok, out = install(tap, c)
-                unit = c.path(paths["unit"])
-                tap.ok(ok and os.path.isfile(unit) and
-                       os.path.isfile(c.path(os.path.join(mv["sbindir"], "echod"))),
-                       "echod installed into the container (make install DESTDIR=)", out)
-                if not ok:
-                    raise nspawn.NspawnError("cannot test without an installed echod")
-                with open(unit) as f:
-                    tap.diag("unit: " + next((l.strip() for l in f if l.startswith("ExecStart=")),
-                                             "no ExecStart"))
-                c.write_file("/etc/systemd/system/echod.socket.d/test.conf",
-                             "[Socket]\nListenStream=\nListenStream=%d\n" % echo_port)
-                c.write_file("/etc/systemd/system/echod-metrics.socket.d/test.conf",
-                             "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n"
-                             % metrics_port)
-                t = SystemTest(tap, c, paths, echo_port, metrics_port)
-                t.write_config()
+        with nspawn.Container(root) as c, container_run(tap, c):
+            ok, out = install(tap, c)
+            unit = c.path(paths["unit"])
+            tap.ok(ok and os.path.isfile(unit) and
+                   os.path.isfile(c.path(os.path.join(mv["sbindir"], "echod"))),
+                   "echod installed into the container (make install DESTDIR=)", out)
+            if not ok:
+                raise nspawn.NspawnError("cannot test without an installed echod")
+            with open(unit) as f:
+                tap.diag("unit: " + next((l.strip() for l in f if l.startswith("ExecStart=")),
+                                         "no ExecStart"))
+            c.write_file("/etc/systemd/system/echod.socket.d/test.conf",
+                         "[Socket]\nListenStream=\nListenStream=%d\n" % echo_port)
+            c.write_file("/etc/systemd/system/echod-metrics.socket.d/test.conf",
+                         "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n"
+                         % metrics_port)
+            t = SystemTest(tap, c, paths, echo_port, metrics_port)
+            t.write_config()
 
-                state = c.boot()
-                tap.diag("boot: %.2f s, state %s" % (c.boot_seconds, state))
-                r = c.systemctl("daemon-reload")
-                if not r.ok:
-                    tap.diag(r.diag())
-                v = c.run(["systemd-analyze", "verify", paths["unit"],
-                           "/lib/systemd/system/echod.socket",
-                           "/lib/systemd/system/echod-metrics.socket"], timeout=60)
-                if v.stderr.strip():
-                    tap.diag("systemd-analyze verify: " + v.stderr.strip()[:1500])
+            state = c.boot()
+            tap.diag("boot: %.2f s, state %s" % (c.boot_seconds, state))
+            r = c.systemctl("daemon-reload")
+            if not r.ok:
+                tap.diag(r.diag())
+            v = c.run(["systemd-analyze", "verify", paths["unit"],
+                       "/lib/systemd/system/echod.socket",
+                       "/lib/systemd/system/echod-metrics.socket"], timeout=60)
+            if v.stderr.strip():
+                tap.diag("systemd-analyze verify: " + v.stderr.strip()[:1500])
 
-                for name, fn in (("activation", t.check_activation),
-                                 ("notify", t.check_notify),
-                                 ("reload", t.check_reload),
-                                 ("live reload", t.check_live_reload),
-                                 ("hardening", t.check_hardening),
-                                 ("man", t.check_man),
-                                 ("restart", t.check_restart),
-                                 ("stop", t.check_stop)):
-                    t0 = time.monotonic()
-                    try:
-                        fn()
-                    except Exception as e:      # noqa: BLE001 - one failed point, go on
-                        tap.ok(False, "%s: %s: %s" % (name, type(e).__name__,
-                                                      str(e).splitlines()[0] if str(e) else ""),
-                               traceback.format_exc() + "\n" + safe(lambda: t.jtail(n=20)))
-                    finally:
-                        echodtest.kill_children()
-                    tap.diag("[%s: %.1f s]" % (name, time.monotonic() - t0))
-                failed = c.systemctl("--failed", "--no-legend", "--plain").stdout.strip()
-                if failed:
-                    tap.diag("failed units: " + failed.replace("\n", "; "))
-            except BaseException:
-                abort_clients()
-                echodtest.kill_children()
-                if c.log_path:
-                    tap.diag(c.console_tail(30))
-                raise
+            run_steps(tap, (("activation", t.check_activation),
+                            ("notify", t.check_notify),
+                            ("reload", t.check_reload),
+                            ("live reload", t.check_live_reload),
+                            ("hardening", t.check_hardening),
+                            ("man", t.check_man),
+                            ("restart", t.check_restart),
+                            ("stop", t.check_stop)),
+                      lambda: t.jtail(n=20))
+            failed = c.systemctl("--failed", "--no-legend", "--plain").stdout.strip()
+            if failed:
+                tap.diag("failed units: " + failed.replace("\n", "; "))
         tap.diag("run (install, boot, checks, poweroff): %.1f s"
                  % (time.monotonic() - t_run))
-    except BaseException as e:      # noqa: BLE001 - report, clean up, fail
-        tap.harness_failed(e)
-    finally:
-        signal.alarm(0)
-        abort_clients()
-        echodtest.kill_children()
     tap.finish()
 
 
