@@ -129,11 +129,16 @@ class BrokenEchoServer:
     """An echo server on 127.0.0.1 that misbehaves on purpose, to show a
     check can fail.  mode: "flip" (byte number at is XORed with 0x01),
     "drop" (byte number at is left out), "delay" (the first reply waits
-    at seconds), "echo" (behaves).  Serves connections one at a time in a
-    thread; counts peers and the most connections open at once."""
+    at seconds), "echo" (behaves).  Serves each connection in a thread;
+    counts peers and the most connections open at once.  With done_after,
+    a connection stops counting as open once it has received that many
+    bytes, before it sends the last of them back: its client cannot have
+    them yet, so a client that opens a connection only after another has
+    finished is never seen above its limit, however late the server's
+    threads run."""
 
-    def __init__(self, mode, at=0):
-        self.mode, self.at = mode, at
+    def __init__(self, mode, at=0, done_after=None):
+        self.mode, self.at, self.done_after = mode, at, done_after
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -163,8 +168,13 @@ class BrokenEchoServer:
                 self.max_open = max(self.max_open, self.open)
             threading.Thread(target=self._serve, args=(s,), daemon=True).start()
 
+    def _done(self):
+        with self._lock:
+            self.open -= 1
+
     def _serve(self, s):
         off = 0
+        counted = True
         try:
             s.settimeout(30)
             while True:
@@ -182,12 +192,15 @@ class BrokenEchoServer:
                     self.delayed = True
                     time.sleep(self.at)
                 off += len(d)
+                if counted and self.done_after is not None and off >= self.done_after:
+                    counted = False
+                    self._done()
                 s.sendall(bytes(out))
         except OSError:
             pass
         finally:
-            with self._lock:
-                self.open -= 1
+            if counted:
+                self._done()
             s.close()
 
     def close(self):

@@ -52,11 +52,13 @@ with tap.guard("bind"), BrokenEchoServer("echo") as srv:
            f"--bind 127.0.0.1-127.0.0.16 spreads 64 connections over {len(srv.peers)} "
            f"source addresses", diag=f"{sorted(srv.peers)}\n{res.diag()}")
 
-with tap.guard("concurrency"), BrokenEchoServer("echo") as srv:
+with tap.guard("concurrency"), BrokenEchoServer("echo", done_after=4096) as srv:
     res = client(srv.port, "-c", 200, "-n", "4k", "--concurrency", 4, "-s", 15, timeout=20)
     tap.diag(f"server saw at most {srv.max_open} connections open at once")
-    # the server notices a close a little after the client made it
-    tap.ok(res.ok and res.info.get("conns") == 200 and 2 <= srv.max_open <= 8,
+    # a connection stops counting when its 4 KiB are in, before they go
+    # back: the bound is exact, whatever the load on the machine (without
+    # --concurrency, 200 connections at once show 13 here)
+    tap.ok(res.ok and res.info.get("conns") == 200 and 1 <= srv.max_open <= 4,
            f"--concurrency 4: 200 connections, at most {srv.max_open} open at once "
            f"as the server saw it", diag=res.diag())
 
