@@ -4,6 +4,10 @@
  * and EPOLLRDHUP; the backend remembers readiness (EB_READABLE,
  * EB_WRITABLE) and acts on conn_next(), so a connection paused by
  * backpressure or waiting for a buffer costs no wake-up and no epoll_ctl.
+ * The pool's reserve goes only to a connection whose socket takes more
+ * bytes (asked with poll() on that path alone): one that is full waits for
+ * its EPOLLOUT edge, off the wait list, so a newcomer is not queued behind
+ * it.
  * Listeners are level-triggered (EPOLLEXCLUSIVE when several workers
  * share them) and removed from the set while accepting is paused.
  */
@@ -12,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -153,7 +158,47 @@ static void ep_send(struct worker *w, struct conn *c)
 	}
 }
 
-/* One read.  Returns false when reading must stop for this turn. */
+/* Whether c's socket takes more bytes now: asked only before c is given
+ * one of the pool's reserve buffers (the main ones are exhausted).  c
+ * holds none and was not seen slow, yet its client may not be reading: a
+ * send goes out whole while the socket has any room, even once poll() no
+ * longer reports POLLOUT, so neither CONN_SLOW nor EB_WRITABLE tells.
+ * Given the reserve, such a c kept it, unsent, for as long as its client
+ * did not read, and a newcomer found no buffer.  If the socket is full,
+ * EB_WRITABLE is cleared: its EPOLLOUT edge (the poll armed it) brings c
+ * back, and it is not asked again before. */
+static bool ep_sock_writable(struct worker *w, struct conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+	int n;
+
+	if (!(c->bstate & EB_WRITABLE))
+		return false;       /* full when last seen: its EPOLLOUT is to come */
+	n = poll(&p, 1, 0);
+	if (n < 0) {
+		/* cannot tell: serve it, as before the reserve was guarded */
+		log_errno(LOG_DEBUG, errno, "worker %u: poll fd %d", w->id, c->fd);
+		return true;
+	}
+	if (n > 0 && (p.revents & (POLLOUT | POLLERR | POLLHUP)))
+		return true;        /* room, or an error or EOF a read will tell */
+	c->bstate &= ~EB_WRITABLE;
+	return false;
+}
+
+/* Take c off the ready list (its link serves the wait list too). */
+static void ep_unready(struct worker *w, struct conn *c)
+{
+	struct ep *ep = w->be;
+
+	if (c->bstate & EB_READY) {
+		ilist_remove(w, &ep->ready, c, WAIT);
+		c->bstate &= ~EB_READY;
+	}
+}
+
+/* One read.  Returns false when nothing was done: c may take no buffer
+ * until its socket drains (its EPOLLOUT edge brings it back). */
 static bool ep_read(struct worker *w, struct conn *c)
 {
 	struct ep *ep = w->be;
@@ -167,19 +212,28 @@ static bool ep_read(struct worker *w, struct conn *c)
 	} else {
 		/* waiters first: a running connection must not take back the
 		 * buffer it just freed while others wait for one */
-		bid = ilist_empty(&ep->waitbuf) || ep->feeding == c ? bufpool_get(&w->cc.pool) : BUF_NONE;
+		bid = BUF_NONE;
+		if (ilist_empty(&ep->waitbuf) || ep->feeding == c) {
+			/* the reserve (conn_want_read let c in: it holds none
+			 * and was not seen slow) only if its socket takes
+			 * more; if not, c stays off the wait list, so that
+			 * no one waits behind it */
+			if (w->cc.pool.nfree && w->cc.pool.nfree <= w->cc.buf_reserve &&
+			    !ep_sock_writable(w, c)) {
+				conn_no_buffer(&w->cc, c);
+				ep_unready(w, c);
+				return false;
+			}
+			bid = bufpool_get(&w->cc.pool);
+		}
 		if (bid == BUF_NONE) {
 			conn_no_buffer(&w->cc, c);
-			if (c->bstate & EB_READY) {
-				/* one link for both lists: leave the ready list */
-				ilist_remove(w, &ep->ready, c, WAIT);
-				c->bstate &= ~EB_READY;
-			}
+			ep_unready(w, c);
 			if (!(c->bstate & EB_WAITBUF)) {
 				c->bstate |= EB_WAITBUF;
 				ilist_push_tail(w, &ep->waitbuf, c, WAIT);
 			}
-			return false;
+			return true;
 		}
 		conn_got_buffer(c);
 		off = 0;
@@ -209,7 +263,7 @@ static bool ep_read(struct worker *w, struct conn *c)
 		log_errno(LOG_DEBUG, errno, "worker %u: recv fd %d", w->id, c->fd);
 		conn_fail(&w->cc, c, -errno);
 	}
-	return false;
+	return true;
 }
 
 /* Act on conn_next() until the connection has to wait for the socket. */
@@ -250,8 +304,7 @@ static void ep_process(struct worker *w, struct conn *c)
 				return;
 			}
 			budget--;
-			ep_read(w, c);
-			progress = true;
+			progress = ep_read(w, c);
 		}
 		if (!progress)
 			return;

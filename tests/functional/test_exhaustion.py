@@ -5,7 +5,12 @@ reading and every buffer is held, the starved connections wait without
 a CQE storm or a busy loop (CPU near idle), then resume as buffers come
 back, byte-exact; clients that never read cannot take the pool's reserve,
 so a newcomer is still served; and a mix of stalled, streaming and
-late-joining clients completes (a list-corruption regression).
+late-joining clients completes (a list-corruption regression).  With 6
+or 20 clients that never read holding all they can of 8 buffers, a
+newcomer's round trip still comes back at once: a connection whose
+socket is full is never given the reserve (on epoll it once was, when its
+last send had gone out whole, and then kept it), and a newcomer does not
+wait behind connections that may not take it.
 
 echod_buffer_exhaustion_total counts events: a connection going from able
 to read to starved for a buffer, once, and again only after it was given
@@ -47,7 +52,7 @@ def totals(d):
             ((x.split()[-1], " ".join(x.split()[:-1])) for x in m.group(1).split(", "))}
 
 
-tap = Tap(timeout=130 * len(backends()))
+tap = Tap(timeout=170 * len(backends()))
 for be in backends():
     with tap.guard(be), Daemon(be, buffer_count=8, buffer_size=4096) as d:
         # bursts: 100 clients x 64 KiB at once, written in random pieces
@@ -139,4 +144,46 @@ for be in backends():
         res = client_wait(hogs)
         client_ok(tap, f"[{be}] the {N} starved clients get their 32 MiB once they read", res, d,
                   total=N * 32 * MiB)
+
+    # N clients send and never read: they fill their sockets and hold what
+    # the policy lets them of 8 buffers; the reserve must stay free for a
+    # newcomer, whose few KiB come back at once
+    for N, size, seed in ((6, 32, 81), (20, 16, 82)):
+        mport = free_port()
+        with tap.guard(be), Daemon(be, buffer_count=8, buffer_size=4096, idle_timeout=60,
+                                   metrics={"enabled": True, "address": "127.0.0.1",
+                                            "port": mport}) as d:
+            hogs = client_bg(d.port, "-c", N, "-n", f"{size}M", "--no-read-ms", 12000,
+                             "-s", seed, timeout=90)
+            # stuck: all N connected and the bytes received hold still
+            end, last, still = time.monotonic() + 8.0, None, 0
+            while time.monotonic() < end and still < 2:
+                time.sleep(0.25)
+                m = scrape(mport)
+                now = (value(m, "echod_connections_current"),
+                       value(m, "echod_received_bytes_total"))
+                still = still + 1 if now == last and now[0] == N else 0
+                last = now
+            cpu1 = d.cpu_seconds()
+            time.sleep(1.0)
+            cpu = d.cpu_seconds() - cpu1
+            held = hogs.poll() is None
+            tap.diag(f"[{be}] {N} non-reading clients: {last[1]:.0f} bytes received, "
+                     f"{'settled' if still >= 2 else 'not settled'}")
+            tap.ok(held and cpu < 0.1, f"[{be}] {N} non-reading clients holding the pool: "
+                   f"no spinning ({cpu:.3f} s CPU in 1 s)")
+            t0 = time.monotonic()
+            res = client(d.port, "-n", "8k", "--chunk", "1k", "-s", seed + 10, timeout=3)
+            took = time.monotonic() - t0
+            held = held and hogs.poll() is None
+            tap.figure(f"[{be}] newcomer round trip with {N} non-reading clients, s", took)
+            client_ok(tap, f"[{be}] a newcomer's 8 KiB come back byte-exact while {N} "
+                      f"non-reading clients hold the pool ({took:.2f} s)", res, d,
+                      total=8 * KiB)
+            tap.ok(held and took < 3.0,
+                   f"[{be}] the {N} clients were still not reading ({held}) and the newcomer "
+                   f"took {took:.2f} s (< 3 s)")
+            res = client_wait(hogs)
+            client_ok(tap, f"[{be}] the {N} non-reading clients get their {size} MiB "
+                      f"byte-exact once they read", res, d, total=N * size * MiB)
 tap.done()
