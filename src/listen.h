@@ -34,6 +34,8 @@ struct handed_fd {
 struct listen_set {
 	unsigned n;                    /* echo listeners */
 	struct listener l[LISTEN_MAX];
+	unsigned n_udp;                /* UDP echo sockets (datagram) */
+	struct listener udp[LISTEN_MAX];
 	int metrics_fd;                /* inherited metrics listener, or -1 */
 	bool activated;                /* fds came from the service manager */
 	struct handed_fd *handed;      /* malloc'd; see handoff.h */
