@@ -26,10 +26,7 @@ tap = Tap(timeout=600)
 
 
 def udp_port(host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_port(host, socket.SOCK_DGRAM)
 
 
 def payload(seq, n):
