@@ -26,6 +26,36 @@
  *              restart through systemd's fd store) leave one backend idle
  *              and join the other.
  *     fini(w): close every connection still open, free the event set.
+ *
+ * UDP.  w->udp_fds[0..n_udp) are datagram sockets (non-blocking, options
+ * set by listen.c) that this worker alone reads.  The datagram logic is in
+ * dgram.c; the backend's part:
+ *     init(w): watch them too, but read them only while w->udp_reading.
+ *     the datagram path, per receive (buffers of DGRAM_MAX_PAYLOAD bytes,
+ *              DGRAM_RX_CMSG_SPACE of control data, the source address):
+ *              dgram_parse_cmsg(); dgram_kernel_drops() when it carried
+ *              SO_RXQ_OVFL; dgram_received(); MSG_TRUNC: dgram_drop(
+ *              DDROP_TRUNCATED, 1), never echoed short; dgram_check()
+ *              (nonzero: not echoed, counted already); else the echo: the
+ *              same bytes to the source, with dgram_put_segment()'s control
+ *              data, then dgram_sent().  Echoes of one socket leave in the
+ *              order received; a send the socket cannot take now (EAGAIN,
+ *              or a batch sent short) is retried later in order, and that
+ *              socket is not read meanwhile (its receive queue, not echod's
+ *              memory, absorbs the overload: no busy loop, no allocation);
+ *              any other send error: dgram_drop(DDROP_SEND_ERROR,
+ *              dgram_count()).  No allocation after init().
+ *     update_udp(w): w->udp_reading changed (worker.c: false when the
+ *              worker drains or hands over, true when a held worker is
+ *              released): stop or start reading.  Once it is false, no
+ *              datagram is received that is not then echoed or dropped.
+ *     udp_busy(w): whether any datagram received is still to be echoed,
+ *              or an op on a UDP socket is in flight (io_uring: an armed
+ *              receive counts until its cancellation completes).  A drain
+ *              and a hand-over end only once it is false (or at their
+ *              deadline), so the workers of a reload read a socket only
+ *              after the old ones have sent what they had received.
+ *     fini(w): what is still queued is dropped, counted DDROP_SEND_ERROR.
  */
 #ifndef ECHOD_BACKEND_H
 #define ECHOD_BACKEND_H
@@ -54,6 +84,11 @@ struct backend_ops {
 	 * backend accepts synchronously).  A connection it accepts then is
 	 * handed over with the others. */
 	bool (*accept_busy)(struct worker *w);
+	/* UDP: w->udp_reading changed; stop or start reading the sockets. */
+	void (*update_udp)(struct worker *w);
+	/* UDP: datagrams received and not yet echoed or dropped, or ops in
+	 * flight on the UDP sockets. */
+	bool (*udp_busy)(struct worker *w);
 	void (*fini)(struct worker *w);
 };
 

@@ -28,6 +28,7 @@
 
 #define CONFIG_MAX_LISTEN      16      /* entries in "listen" */
 #define CONFIG_MAX_CORES       64      /* entries in "core" */
+#define CONFIG_MAX_LOOP_PORTS  32      /* entries in "udp.loop_ports" */
 #define CONFIG_ADDR_MAX        64      /* an address string, with NUL */
 #define CONFIG_PATH_MAX        4096
 #define CONFIG_MAX_ERRORS      32      /* errors kept per load */
@@ -45,6 +46,8 @@
 #define CONFIG_MAX_PENDING_MIN      1024        /* bytes */
 #define CONFIG_MAX_PENDING_MAX      (64 * 1024 * 1024)
 #define CONFIG_BACKLOG_MAX          65535
+#define CONFIG_UDP_RCVBUF_MIN       65536       /* bytes; 0 = the socket's own */
+#define CONFIG_UDP_RCVBUF_MAX       (1024 * 1024 * 1024)
 
 enum config_backend {
 	CONFIG_BACKEND_AUTO = 0,
@@ -80,6 +83,16 @@ struct echod_config {
 		struct config_addr address;     /* "metrics.address": default "127.0.0.1" */
 		uint16_t port;                  /* "metrics.port": default 9100 */
 	} metrics;
+	struct {
+		bool enabled;                   /* "udp.enabled": bind UDP sockets, default false */
+		uint16_t port;                  /* "udp.port": default 7 */
+		unsigned n_listen;              /* "udp.listen": default ["0.0.0.0","::"] */
+		struct config_addr listen[CONFIG_MAX_LISTEN];
+		bool gro;                       /* "udp.gro": UDP_GRO in, UDP_SEGMENT out; default true */
+		unsigned n_loop_ports;          /* "udp.loop_ports": source ports never answered */
+		uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
+		uint32_t receive_buffer;        /* "udp.receive_buffer": SO_RCVBUF, 0 = leave it */
+	} udp;
 };
 
 struct config_errors {
@@ -114,12 +127,14 @@ const char *config_log_level_name(int level);
 
 /* Bit set of CONFIG_CHANGED_* naming what differs between a and b. */
 #define CONFIG_CHANGED_BACKEND      (1u << 0)
-#define CONFIG_CHANGED_LISTEN       (1u << 1)  /* port, listen, backlog */
+#define CONFIG_CHANGED_LISTEN       (1u << 1)  /* the sockets: port, listen, backlog,
+						  udp.enabled, udp.port, udp.listen */
 #define CONFIG_CHANGED_BUFFERS      (1u << 2)  /* buffer_count, buffer_size */
 #define CONFIG_CHANGED_CORES        (1u << 3)
 #define CONFIG_CHANGED_LIMITS       (1u << 4)  /* max_connections, idle/shutdown timeouts, max_pending */
 #define CONFIG_CHANGED_LOG_LEVEL    (1u << 5)
 #define CONFIG_CHANGED_METRICS      (1u << 6)
+#define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.loop_ports, udp.receive_buffer */
 unsigned config_diff(const struct echod_config *a, const struct echod_config *b);
 
 /* The CONFIG_CHANGED_* bits of the settings a reload does not apply (they

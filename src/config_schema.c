@@ -73,7 +73,7 @@ const struct schema_setting schema_settings[] = {
 	  .def = 65536, .live = true, .changed = CONFIG_CHANGED_LIMITS,
 	  .description = "Unsent bytes of a connection above which it is not read (backpressure)" },
 	{ .name = "core", .type = &schema_core_list, FIELD(cores), COUNT(n_cores),
-	  .min = 0, .max = CPU_SETSIZE - 1, .max_count = CONFIG_MAX_CORES,
+	  .min = 0, .max = CPU_SETSIZE - 1, .max_count = CONFIG_MAX_CORES, .cpus = true,
 	  .live = true, .changed = CONFIG_CHANGED_CORES,
 	  .description = "CPUs below the machine's count, one event loop pinned to each ([]: one, not pinned)" },
 	{ .name = "max_connections", .type = &schema_uint, FIELD(max_connections),
@@ -101,11 +101,33 @@ const struct schema_setting schema_settings[] = {
 	{ .name = "metrics.port", .type = &schema_uint, FIELD(metrics.port), .min = 1, .max = 65535,
 	  .def = 9100, .live = true, .changed = CONFIG_CHANGED_METRICS,
 	  .description = "TCP port of the metrics endpoint (9100 is also node_exporter's)" },
+	{ .name = "udp.enabled", .type = &schema_bool, FIELD(udp.enabled), .def = false,
+	  .live = false, .changed = CONFIG_CHANGED_LISTEN,
+	  .description = "Bind the UDP echo sockets (a socket-activated datagram socket is served anyway)" },
+	{ .name = "udp.port", .type = &schema_uint, FIELD(udp.port), .min = 1, .max = 65535, .def = 7,
+	  .live = false, .changed = CONFIG_CHANGED_LISTEN,
+	  .description = "UDP port of the echo service (7: RFC 862)" },
+	{ .name = "udp.listen", .type = &schema_addr_list, FIELD(udp.listen), COUNT(udp.n_listen),
+	  PORT(udp.port), .max_count = CONFIG_MAX_LISTEN, .def_addr = "0.0.0.0 ::",
+	  .live = false, .changed = CONFIG_CHANGED_LISTEN,
+	  .description = "Addresses to bind the UDP sockets to, no duplicates" },
+	{ .name = "udp.gro", .type = &schema_bool, FIELD(udp.gro), .def = true,
+	  .live = true, .changed = CONFIG_CHANGED_UDP,
+	  .description = "Receive coalesced datagrams (UDP_GRO) and echo them in one send (UDP_SEGMENT)" },
+	{ .name = "udp.loop_ports", .type = &schema_port_list, FIELD(udp.loop_ports),
+	  COUNT(udp.n_loop_ports), .min = 1, .max = 65535, .max_count = CONFIG_MAX_LOOP_PORTS,
+	  .def_list = "7 9 13 19 37", .live = true, .changed = CONFIG_CHANGED_UDP,
+	  .description = "Source ports never answered: services that answer anything (loop protection)" },
+	{ .name = "udp.receive_buffer", .type = &schema_uint, FIELD(udp.receive_buffer),
+	  .min = CONFIG_UDP_RCVBUF_MIN, .max = CONFIG_UDP_RCVBUF_MAX, .zero_ok = true,
+	  .unit = "bytes", .def = 4194304, .live = true, .changed = CONFIG_CHANGED_UDP,
+	  .description = "Receive buffer of each UDP socket, SO_RCVBUF (0: leave the socket's own)" },
 };
 const size_t schema_n_settings = sizeof(schema_settings) / sizeof(schema_settings[0]);
 
 const struct schema_group schema_groups[] = {
 	{ "metrics", "Prometheus metrics over HTTP at http://ADDRESS:PORT/metrics" },
+	{ "udp", "The UDP echo service (RFC 862), datagram for datagram" },
 };
 const size_t schema_n_groups = sizeof(schema_groups) / sizeof(schema_groups[0]);
 

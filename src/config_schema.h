@@ -50,12 +50,15 @@ struct schema_setting {
 	size_t offset, size;            /* the value in struct echod_config */
 	size_t count_offset;            /* lists: their unsigned count */
 	size_t port_offset;             /* addresses: the uint16_t port they take */
-	long long min, max;             /* integers, and each core */
+	long long min, max;             /* integers, and each entry of an integer list */
+	bool zero_ok;                   /* integers: 0 is allowed too, below min ("leave it") */
+	bool cpus;                      /* integer lists: CPUs of this machine, not ports */
 	unsigned max_count;             /* lists: most entries */
 	const struct schema_enum *values;       /* enums: NULL-terminated */
 	const char *unit;               /* "bytes", "seconds", or NULL */
 	long long def;                  /* default: integer, boolean, enum */
 	const char *def_addr;           /* default: address(es), space-separated */
+	const char *def_list;           /* default: integer lists, space-separated (NULL: []) */
 	bool live;                      /* a reload applies it */
 	unsigned changed;               /* its CONFIG_CHANGED_* bit */
 	const char *description;        /* one line, no ';' */
@@ -73,7 +76,8 @@ extern const struct schema_type schema_bool;
 extern const struct schema_type schema_enum;        /* an int-sized field, values[] */
 extern const struct schema_type schema_addr;        /* struct config_addr */
 extern const struct schema_type schema_addr_list;   /* config_addr[max_count], count */
-extern const struct schema_type schema_core_list;   /* int[max_count], count */
+extern const struct schema_type schema_core_list;   /* int[max_count], count; .cpus */
+extern const struct schema_type schema_port_list;   /* uint16_t[max_count], count */
 
 /* "an integer", "a string", ... : the type of libconfig setting s. */
 const char *schema_type_name(const config_setting_t *s);

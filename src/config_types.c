@@ -1,6 +1,6 @@
 /* config_types.c - the types of settings of the table (config_schema.c):
- * integers in a range, booleans, enums, an address, the listen list and
- * the core list.  Each reads its libconfig setting into struct
+ * integers in a range, booleans, enums, an address, the listen list,
+ * the core list and port lists.  Each reads its libconfig setting into struct
  * echod_config (every error "FILE:LINE: message" through config_parse.c),
  * sets its default, compares two values (the reload diff) and formats its
  * value and its range for people (echod -T).
@@ -220,8 +220,14 @@ static void uint_parse(struct scan *sc, const config_setting_t *s,
 {
 	long long v;
 
-	if (get_int(sc, s, st->name, st->min, st->max, &v) == 0)
-		uint_set(st, cfg, v);
+	if (get_int(sc, s, st->name, st->zero_ok ? 0 : st->min, st->max, &v) < 0)
+		return;
+	if (v && v < st->min) {
+		where_error(sc, s, "%s: %lld is out of range 0 or %lld..%lld", st->name, v,
+			    st->min, st->max);
+		return;
+	}
+	uint_set(st, cfg, v);
 }
 
 static void uint_default(const struct schema_setting *st, struct echod_config *cfg)
@@ -243,8 +249,8 @@ static void uint_format(const struct schema_setting *st, const struct echod_conf
 
 static void uint_range(const struct schema_setting *st, char *buf, size_t size)
 {
-	snprintf(buf, size, "%lld..%lld%s%s", st->min, st->max, st->unit ? " " : "",
-		 st->unit ? st->unit : "");
+	snprintf(buf, size, "%s%lld..%lld%s%s", st->zero_ok ? "0 or " : "", st->min, st->max,
+		 st->unit ? " " : "", st->unit ? st->unit : "");
 }
 
 const struct schema_type schema_uint = {
@@ -532,43 +538,74 @@ const struct schema_type schema_addr_list = {
 };
 
 /* ------------------------------------------------------------------ */
-/* the core list: an integer or a list of them (int cores[], n_cores) */
+/* integer lists: an integer or a list of them, with a count; the core
+ * list (int cores[], .cpus: each a CPU of this machine) and port lists
+ * (uint16_t ports[]) */
 
-static int core_check(struct scan *sc, const config_setting_t *e,
-		      const struct schema_setting *st, long ncpus, int *cores, unsigned n)
+#define INTS_WIDTH(st) ((st)->size / (st)->max_count)   /* sizeof(int) or sizeof(uint16_t) */
+
+union ints_value { uint16_t v16; int v; };
+
+static long long ints_get(const struct schema_setting *st, const struct echod_config *cfg,
+			  unsigned i)
 {
+	union ints_value u;
+
+	memcpy(&u, CVALUE(cfg, st) + i * INTS_WIDTH(st), INTS_WIDTH(st));
+	return INTS_WIDTH(st) == sizeof(u.v16) ? u.v16 : u.v;
+}
+
+/* Store n values (zero the rest) and the count. */
+static void ints_store(const struct schema_setting *st, struct echod_config *cfg,
+		       const long long *vals, unsigned n)
+{
+	memset(VALUE(cfg, st), 0, st->size);
+	for (unsigned i = 0; i < n; i++) {
+		union ints_value u = { .v = (int)vals[i] };
+
+		if (INTS_WIDTH(st) == sizeof(u.v16))
+			u.v16 = (uint16_t)vals[i];
+		memcpy(VALUE(cfg, st) + i * INTS_WIDTH(st), &u, INTS_WIDTH(st));
+	}
+	set_count(st, cfg, n);
+}
+
+static int ints_check(struct scan *sc, const config_setting_t *e,
+		      const struct schema_setting *st, long ncpus, long long *vals, unsigned n)
+{
+	const char *item = st->cpus ? "core" : "port";
 	long long v;
 	unsigned k;
 
 	if (get_int(sc, e, st->name, st->min, st->max, &v) < 0)
 		return -EINVAL;
-	if (ncpus > 0 && v >= ncpus) {
+	if (st->cpus && ncpus > 0 && v >= ncpus) {
 		if (!where_flagged(sc, e))
 			where_error(sc, e, "%s %lld does not exist (this machine has %ld CPU%s)",
 				    st->name, v, ncpus, ncpus == 1 ? "" : "s");
 		return -EINVAL;
 	}
 	for (k = 0; k < n; k++) {
-		if (cores[k] == (int)v) {
+		if (vals[k] == v) {
 			if (!where_flagged(sc, e))
-				where_error(sc, e, "%s: duplicate core %lld", st->name, v);
+				where_error(sc, e, "%s: duplicate %s %lld", st->name, item, v);
 			return -EINVAL;
 		}
 	}
-	cores[n] = (int)v;
+	vals[n] = v;
 	return 0;
 }
 
-static void core_parse(struct scan *sc, const config_setting_t *s,
+static void ints_parse(struct scan *sc, const config_setting_t *s,
 		       const struct schema_setting *st, struct echod_config *cfg)
 {
-	long ncpus = sysconf(_SC_NPROCESSORS_CONF);
-	int cores[CONFIG_MAX_CORES];
+	long ncpus = st->cpus ? sysconf(_SC_NPROCESSORS_CONF) : 0;
+	long long vals[CONFIG_MAX_CORES];
 	unsigned n = 0, count, i;
 	bool ok = true;
 
 	if (is_int(s)) {
-		if (core_check(sc, s, st, ncpus, cores, 0) < 0)
+		if (ints_check(sc, s, st, ncpus, vals, 0) < 0)
 			return;
 		n = 1;
 	} else if (!is_list(s)) {
@@ -578,8 +615,8 @@ static void core_parse(struct scan *sc, const config_setting_t *s,
 	} else {
 		count = (unsigned)config_setting_length(s);
 		if (count > st->max_count || count > CONFIG_MAX_CORES) {
-			where_error(sc, s, "%s: too many cores (%u, at most %u)", st->name, count,
-				    st->max_count);
+			where_error(sc, s, "%s: too many %ss (%u, at most %u)", st->name,
+				    st->cpus ? "core" : "port", count, st->max_count);
 			return;
 		}
 		for (i = 0; i < count; i++) {
@@ -591,54 +628,62 @@ static void core_parse(struct scan *sc, const config_setting_t *s,
 				ok = false;
 				continue;
 			}
-			if (core_check(sc, e, st, ncpus, cores, n) < 0) {
+			if (ints_check(sc, e, st, ncpus, vals, n) < 0) {
 				ok = false;
 				continue;
 			}
 			n++;
 		}
 	}
-	if (ok) {
-		memset(VALUE(cfg, st), 0, st->size);
-		memcpy(VALUE(cfg, st), cores, n * sizeof(cores[0]));
-		set_count(st, cfg, n);
-	}
+	if (ok)
+		ints_store(st, cfg, vals, n);
 }
 
-static void core_default(const struct schema_setting *st, struct echod_config *cfg)
+/* The default: the space-separated integers of st->def_list, or none. */
+static void ints_default(const struct schema_setting *st, struct echod_config *cfg)
 {
-	memset(VALUE(cfg, st), 0, st->size);
-	set_count(st, cfg, 0);
+	long long vals[CONFIG_MAX_CORES];
+	const char *p = st->def_list ? st->def_list : "";
+	unsigned n = 0;
+	char *end;
+
+	while (*p && n < st->max_count && n < CONFIG_MAX_CORES) {
+		vals[n++] = strtoll(p, &end, 10);
+		p = end + strspn(end, " ");
+	}
+	ints_store(st, cfg, vals, n);
 }
 
-static bool core_equal(const struct schema_setting *st, const struct echod_config *a,
+static bool ints_equal(const struct schema_setting *st, const struct echod_config *a,
 		       const struct echod_config *b)
 {
 	unsigned na = count_of(st, a), nb = count_of(st, b);
 
-	return na == nb && memcmp(CVALUE(a, st), CVALUE(b, st), na * sizeof(int)) == 0;
+	return na == nb && memcmp(CVALUE(a, st), CVALUE(b, st), na * INTS_WIDTH(st)) == 0;
 }
 
-static void core_format(const struct schema_setting *st, const struct echod_config *cfg,
+static void ints_format(const struct schema_setting *st, const struct echod_config *cfg,
 			char *buf, size_t size)
 {
-	const int *cores = (const int *)CVALUE(cfg, st);
 	unsigned n = count_of(st, cfg), i;
 
 	snprintf(buf, size, "[");
 	for (i = 0; i < n; i++)
-		append(buf, size, "%s%d", i ? ", " : "", cores[i]);
+		append(buf, size, "%s%lld", i ? ", " : "", ints_get(st, cfg, i));
 	append(buf, size, "]");
 }
 
-static void core_range(const struct schema_setting *st, char *buf, size_t size)
+static void ints_range(const struct schema_setting *st, char *buf, size_t size)
 {
-	snprintf(buf, size, "a CPU number %lld..%lld, or a list of at most %u", st->min,
-		 st->max, st->max_count);
+	snprintf(buf, size, "a %s %lld..%lld, or a list of at most %u",
+		 st->cpus ? "CPU number" : "port", st->min, st->max, st->max_count);
 }
 
 const struct schema_type schema_core_list = {
-	core_parse, core_default, core_equal, core_format, core_range,
+	ints_parse, ints_default, ints_equal, ints_format, ints_range,
+};
+const struct schema_type schema_port_list = {   /* the same, ports: not .cpus */
+	ints_parse, ints_default, ints_equal, ints_format, ints_range,
 };
 
 void schema_set_ports(const struct schema_setting *st, struct echod_config *cfg)

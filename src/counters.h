@@ -13,6 +13,10 @@
 
 enum worker_op { WOP_ACCEPT, WOP_RECV, WOP_SEND, WOP_SHUTDOWN, WOP_CLOSE, WOP_CANCEL, WOP__COUNT };
 enum accept_err { AERR_EMFILE, AERR_ENFILE, AERR_ENOBUFS, AERR_ENOMEM, AERR_OTHER, AERR__COUNT };
+/* Why a datagram was not echoed (metric label values: truncated, loop_port,
+ * bad_source, send_error); see dgram.h. */
+enum dgram_drop { DDROP_TRUNCATED, DDROP_LOOP_PORT, DDROP_BAD_SOURCE, DDROP_SEND_ERROR,
+		  DDROP__COUNT };
 
 /* One cache line apart from any other worker's. */
 struct worker_counters {
@@ -30,6 +34,13 @@ struct worker_counters {
 	_Atomic uint64_t buf_exhausted;      /* times a connection found no free buffer */
 	_Atomic uint64_t cq_overflow;        /* io_uring only */
 	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
+	_Atomic uint64_t udp_rx_datagrams;   /* UDP: datagrams received (a GRO receive: each) */
+	_Atomic uint64_t udp_rx_bytes;
+	_Atomic uint64_t udp_tx_datagrams;   /* UDP: datagrams echoed */
+	_Atomic uint64_t udp_tx_bytes;
+	_Atomic uint64_t udp_drops[DDROP__COUNT];  /* UDP: datagrams not echoed, by reason */
+	_Atomic uint64_t udp_gro_receives;   /* UDP: receives that coalesced several datagrams */
+	_Atomic uint64_t udp_kernel_drops;   /* UDP: the kernel's receive-queue drops (SO_RXQ_OVFL) */
 	_Atomic uint64_t current;            /* connections open now (a gauge: last) */
 } __attribute__((aligned(CACHELINE)));
 

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "conn.h"
 #include "counters.h"
+#include "dgram.h"
 #include "listen.h"
 
 /* Settings a worker applies live (from the main thread, on reload). */
@@ -26,6 +27,9 @@ struct worker_params {
 	uint32_t max_pending;       /* backpressure cap, bytes */
 	uint32_t idle_timeout_ms;   /* 0 = never */
 	uint32_t shutdown_ms;       /* drain deadline */
+	bool udp_gro;               /* udp.gro (into dc.gro) */
+	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
+	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 };
 
 /* State shared by all workers: the exact max_connections count. */
@@ -48,6 +52,11 @@ struct worker {
 	bool listen_own[LISTEN_MAX];        /* bound by echod for this worker alone */
 	unsigned n_listen;
 	bool shared_listeners;              /* other workers watch the same fds */
+	int udp_fds[LISTEN_MAX];            /* UDP sockets this worker alone reads (a flow's
+					       datagrams stay on one worker, in order) */
+	unsigned n_udp;
+	bool udp_hold;                      /* do not read the UDP sockets until released:
+					       a reload's new worker, while the old ones flush */
 	uint32_t buffer_count, buffer_size;
 	uint32_t conn_cap;                  /* slots reserved (max_connections range) */
 	struct worker_params params;
@@ -73,6 +82,10 @@ struct worker {
 	unsigned n_exports;
 	enum worker_state state;
 	bool accepting;                     /* backend has accepts armed */
+	bool udp_reading;                   /* the backend reads the UDP sockets only while
+					       true; worker.c sets it, then calls ops->update_udp */
+	struct dgram_ctx dc;                /* the datagram logic's: counters (dc.ctr, set by
+					       the main thread), clock, live settings */
 
 	/* control block: main thread -> worker */
 	int ctl_fd;                         /* eventfd, readable when ctl_* changed */
@@ -83,6 +96,10 @@ struct worker {
 	struct worker_params ctl_params;
 	struct conn_export *ctl_imports;    /* connections to adopt (malloc'd) */
 	unsigned ctl_n_imports;
+	bool ctl_udp_release;               /* clear udp_hold: start reading UDP */
+	unsigned ctl_n_ovfl;                /* with it: the kernel drops last seen per fd */
+	int ctl_ovfl_fd[LISTEN_MAX];
+	uint32_t ctl_ovfl[LISTEN_MAX];
 
 	/* thread plumbing */
 	pthread_t thread;
@@ -109,10 +126,18 @@ int worker_setup(struct worker *w);
 int worker_start(struct worker *w);
 /* New live parameters (applied by the worker at its next wake-up). */
 void worker_post_params(struct worker *w, const struct worker_params *p);
-/* Ask the worker to drain and exit. */
+/* Let a held worker (udp_hold) read its UDP sockets, once the workers it
+ * replaces are gone: fds[i] is a UDP socket on which they had seen the
+ * SO_RXQ_OVFL count ovfl[i] (so no kernel drop is counted twice). */
+void worker_post_udp_release(struct worker *w, const int *fds, const uint32_t *ovfl,
+			     unsigned n);
+/* Ask the worker to drain and exit: it stops accepting and reading (TCP
+ * and UDP), echoes what it holds (the UDP echoes queued until the
+ * deadline), then exits. */
 void worker_post_stop(struct worker *w);
-/* Ask the worker to stop accepting and reading, flush what it can within
- * flush_ms, then export every connection (w->exports) and exit. */
+/* Ask the worker to stop accepting and reading (TCP and UDP), flush what it
+ * can within flush_ms (the UDP echoes it queued too), then export every
+ * connection (w->exports) and exit. */
 void worker_post_handover(struct worker *w, unsigned flush_ms);
 /* Hand n connections to the worker (it takes the array). */
 void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n);

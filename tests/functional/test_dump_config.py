@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 15 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 21 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 
@@ -111,7 +111,9 @@ every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];
          "backlog = 128;\nbuffer_count = 64;\nbuffer_size = 1024;\nmax_pending = 2048;\n"
          f"core = {cores};\nmax_connections = 100;\nidle_timeout = 0;\nshutdown_timeout = 3;\n"
          "log_level = \"debug\";\n"
-         "metrics = {\n  enabled = false;\n  address = \"::1\";\n  port = 9200;\n};\n")
+         "metrics = {\n  enabled = false;\n  address = \"::1\";\n  port = 9200;\n};\n"
+         "udp = {\n  enabled = true;\n  port = 7007;\n  listen = \"::1\";\n  gro = false;\n"
+         "  loop_ports = [];\n  receive_buffer = 0;\n};\n")
 dump = round_trip(tap, "a file setting every setting", write(os.path.join(tmp, "every.conf"), every),
                   tmp)
 got = values(dump)
