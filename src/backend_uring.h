@@ -35,7 +35,6 @@ struct worker;
  * Fixed count and size, set up with the ring, touched as used. */
 #define UR_UDP_BUFS     256     /* per worker; ECHOD_URING_UDP_BUFFERS (8..4096) */
 #define UR_UDP_NAMELEN  ((unsigned)sizeof(struct sockaddr_storage))
-#define UR_UDP_CHAIN    64      /* echoes linked in one chain of sends */
 
 /* What a completion is for, in the top 8 bits of its user_data. */
 enum ur_op {

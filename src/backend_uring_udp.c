@@ -190,7 +190,8 @@ static void uu_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 
 /* ---- send ---- */
 
-/* Drop the FIFO's finished echoes: the kernel is done with them. */
+/* Give back the buffers of the FIFO's finished echoes (sent, or failed
+ * for good): the kernel is done with them. */
 static void uu_reap(struct ur *ur, struct ur_usock *s)
 {
 	uint32_t prev = UR_UNONE, b = s->q_head;
@@ -222,14 +223,14 @@ static void uu_flush(struct worker *w, unsigned i)
 	struct ur *ur = w->be;
 	struct ur_usock *s = &ur->u.s[i];
 	struct io_uring_sqe *sqe = NULL;
-	unsigned n = 0, need;
+	/* a chain takes at most half the SQ (smaller when the CQ knob shrank it) */
+	unsigned n = 0, need = 0, most = ur->ring.sq.ring_entries / 2;
 
-	if (s->chain)
+	if (s->chain || s->q_head == UR_UNONE)
 		return;
-	uu_reap(ur, s);
-	if (s->q_head == UR_UNONE)
-		return;
-	need = UR_UDP_CHAIN + 1;
+	for (uint32_t b = s->q_head; b != UR_UNONE && need < most; b = ur->u.tx[b].next)
+		need++;
+	need += s->poll_first;
 	if (io_uring_sq_space_left(&ur->ring) < need) {
 		int ret = io_uring_submit(&ur->ring);
 
@@ -245,7 +246,7 @@ static void uu_flush(struct worker *w, unsigned i)
 		s->poll_first = false;
 		s->chain++;
 	}
-	for (uint32_t b = s->q_head; b != UR_UNONE && n < UR_UDP_CHAIN; b = ur->u.tx[b].next) {
+	for (uint32_t b = s->q_head; b != UR_UNONE && n < most; b = ur->u.tx[b].next) {
 		struct ur_utx *tx = &ur->u.tx[b];
 
 		if (sqe)
@@ -350,7 +351,10 @@ void ur_udp_sync(struct worker *w)
 	struct ur_group *g = &ur->g[UR_BGID_UDP];
 	bool rearmed = false;
 
-	/* buffers back before any receive is armed or submitted */
+	/* the echoes sent: their buffers back before any receive is armed
+	 * (and published before it is submitted) */
+	for (unsigned i = 0; i < w->n_udp; i++)
+		uu_reap(ur, &ur->u.s[i]);
 	if (g->pending) {
 		io_uring_buf_ring_advance(g->br, g->pending);
 		g->pending = 0;
