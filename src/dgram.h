@@ -85,7 +85,8 @@ int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srcl
 
 /* Parse a received msghdr's control data: the GRO segment size (0 if
  * none) and the SO_RXQ_OVFL count (*ovfl set and *has_ovfl true if
- * present). */
+ * present).  The kernel attaches the count only once it is nonzero, to
+ * each datagram queued after the drops: a drop shows with the next one. */
 void dgram_parse_cmsg(const struct msghdr *m, uint16_t *gso_size, uint32_t *ovfl,
 		      bool *has_ovfl);
 

@@ -1,0 +1,268 @@
+/* dgram.c - the UDP echo logic: source checks, the log limiter, control
+ * data in and out, counting; see dgram.h */
+#include "dgram.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+_Static_assert(DGRAM_CMSG_SPACE >= CMSG_SPACE(sizeof(uint16_t)), "room for UDP_SEGMENT");
+
+static const char *const drop_names[DDROP__COUNT] = {
+	[DDROP_TRUNCATED] = "truncated", [DDROP_LOOP_PORT] = "loop_port",
+	[DDROP_BAD_SOURCE] = "bad_source", [DDROP_SEND_ERROR] = "send_error",
+};
+
+void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned worker_id)
+{
+	memset(dc, 0, sizeof(*dc));
+	dc->ctr = ctr;
+	dc->worker_id = worker_id;
+}
+
+void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports,
+		      unsigned n_loop_ports)
+{
+	if (n_loop_ports > CONFIG_MAX_LOOP_PORTS)
+		n_loop_ports = CONFIG_MAX_LOOP_PORTS;
+	dc->gro = gro;
+	dc->n_loop_ports = n_loop_ports;
+	memcpy(dc->loop_ports, loop_ports, n_loop_ports * sizeof(*loop_ports));
+}
+
+/* ---- source checks ---- */
+
+/* A source as 16 bytes (IPv4 as ::ffff:a.b.c.d) and its port; false if
+ * the address is not IPv4 or IPv6. */
+static bool source_of(const struct sockaddr *src, socklen_t srclen, uint8_t addr[16],
+		      uint16_t *port)
+{
+	if (src->sa_family == AF_INET && srclen >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)src;
+
+		memset(addr, 0, 10);
+		addr[10] = addr[11] = 0xff;
+		memcpy(addr + 12, &sin->sin_addr, 4);
+		*port = ntohs(sin->sin_port);
+		return true;
+	}
+	if (src->sa_family == AF_INET6 && srclen >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)src;
+
+		memcpy(addr, &sin6->sin6_addr, 16);
+		*port = ntohs(sin6->sin6_port);
+		return true;
+	}
+	return false;
+}
+
+static bool is_v4(const uint8_t a[16])
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	return memcmp(a, mapped, sizeof(mapped)) == 0;
+}
+
+/* Multicast, broadcast or unspecified: no reply may go there. */
+static bool bad_address(const uint8_t a[16])
+{
+	static const uint8_t zero[16];
+
+	if (is_v4(a))
+		return a[12] == 0 ||                    /* 0.0.0.0/8: "this network" */
+		       (a[12] & 0xf0) == 0xe0 ||        /* 224.0.0.0/4: multicast */
+		       (a[12] == 255 && a[13] == 255 && a[14] == 255 && a[15] == 255);
+	return a[0] == 0xff ||                           /* ff00::/8: multicast */
+	       memcmp(a, zero, sizeof(zero)) == 0;      /* :: */
+}
+
+static bool loop_port(const struct dgram_ctx *dc, uint16_t port)
+{
+	for (unsigned i = 0; i < dc->n_loop_ports; i++)
+		if (dc->loop_ports[i] == port)
+			return true;
+	return false;
+}
+
+/* FNV-1a of the address: the first slot a source may take. */
+static unsigned slot_of(const uint8_t a[16])
+{
+	uint32_t h = 2166136261u;
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ a[i]) * 16777619u;
+	return h % DGRAM_LOG_SLOTS;
+}
+
+/* Whether a drop from this source may be logged now: at most once a
+ * minute per source.  The table is fixed: a source that finds its ways
+ * taken by others logged within the minute is not logged (counted in
+ * log_suppressed), so a flood of spoofed sources logs at most
+ * DGRAM_LOG_SLOTS lines a minute. */
+static bool may_log(struct dgram_ctx *dc, const uint8_t a[16])
+{
+	unsigned first = slot_of(a), free_slot = DGRAM_LOG_SLOTS;
+	uint64_t now = dc->now_ms ? dc->now_ms : 1;
+
+	for (unsigned k = 0; k < DGRAM_LOG_WAYS; k++) {
+		unsigned i = (first + k) % DGRAM_LOG_SLOTS;
+		struct dgram_logslot *s = &dc->log[i];
+		bool expired = !s->last_ms || now - s->last_ms >= DGRAM_LOG_INTERVAL_MS;
+
+		if (s->last_ms && memcmp(s->addr, a, 16) == 0) {
+			if (!expired)
+				return false;
+			s->last_ms = now;
+			return true;
+		}
+		if (expired && free_slot == DGRAM_LOG_SLOTS)
+			free_slot = i;
+	}
+	if (free_slot == DGRAM_LOG_SLOTS) {
+		dc->log_suppressed++;
+		return false;
+	}
+	memcpy(dc->log[free_slot].addr, a, 16);
+	dc->log[free_slot].last_ms = now;
+	return true;
+}
+
+static void log_drop(struct dgram_ctx *dc, const uint8_t a[16], uint16_t port,
+		     enum dgram_drop why)
+{
+	char text[INET6_ADDRSTRLEN], more[64] = "";
+	const char *shown;
+	bool v4 = is_v4(a);
+
+	if (!may_log(dc, a))
+		return;
+	shown = v4 ? inet_ntop(AF_INET, a + 12, text, sizeof(text))
+		   : inet_ntop(AF_INET6, a, text, sizeof(text));
+	if (dc->log_suppressed)
+		snprintf(more, sizeof(more), "; %llu drop(s) from other sources not logged",
+			 (unsigned long long)dc->log_suppressed);
+	dc->log_suppressed = 0;
+	log_warning("worker %u: UDP datagram from %s%s%s port %u refused (%s)%s",
+		    dc->worker_id, v4 ? "" : "[", shown ? shown : "?", v4 ? "" : "]",
+		    port, drop_names[why], more);
+}
+
+int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srclen,
+		unsigned n)
+{
+	enum dgram_drop why;
+	uint8_t a[16];
+	uint16_t port;
+
+	if (!source_of(src, srclen, a, &port)) {
+		memset(a, 0, sizeof(a));
+		port = 0;
+		why = DDROP_BAD_SOURCE;
+	} else if (port == 0 || bad_address(a)) {
+		why = DDROP_BAD_SOURCE;
+	} else if (loop_port(dc, port)) {
+		why = DDROP_LOOP_PORT;
+	} else {
+		return 0;
+	}
+	dgram_drop(dc, why, n);
+	log_drop(dc, a, port, why);
+	return (int)why + 1;
+}
+
+/* ---- control data ---- */
+
+void dgram_parse_cmsg(const struct msghdr *m, uint16_t *gso_size, uint32_t *ovfl,
+		      bool *has_ovfl)
+{
+	struct cmsghdr *c;
+
+	*gso_size = 0;
+	*has_ovfl = false;
+	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+			int v;
+
+			memcpy(&v, CMSG_DATA(c), sizeof(v));
+			*gso_size = v > 0 && v <= UINT16_MAX ? (uint16_t)v : 0;
+		} else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+			memcpy(ovfl, CMSG_DATA(c), sizeof(*ovfl));
+			*has_ovfl = true;
+		}
+	}
+}
+
+void dgram_kernel_drops(struct dgram_ctx *dc, unsigned sock_i, uint32_t ovfl)
+{
+	uint32_t delta;
+
+	if (sock_i >= DGRAM_MAX_SOCKETS)
+		return;
+	delta = ovfl - dc->ovfl_seen[sock_i];          /* the count wraps at 2^32 */
+	if (delta && delta < UINT32_MAX / 2) {
+		ctr_add(&dc->ctr->udp_kernel_drops, delta);
+		dc->ovfl_seen[sock_i] = ovfl;
+	}
+}
+
+size_t dgram_put_segment(const struct dgram_ctx *dc, void *cbuf, uint16_t gso_size,
+			 size_t len)
+{
+	struct cmsghdr *c = cbuf;
+
+	if (!dc->gro || !gso_size || len <= gso_size)
+		return 0;
+	memset(cbuf, 0, DGRAM_CMSG_SPACE);
+	c->cmsg_level = SOL_UDP;
+	c->cmsg_type = UDP_SEGMENT;
+	c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+	memcpy(CMSG_DATA(c), &gso_size, sizeof(gso_size));
+	return CMSG_SPACE(sizeof(uint16_t));
+}
+
+/* ---- counting ---- */
+
+unsigned dgram_count(size_t len, uint16_t gso_size)
+{
+	if (!gso_size || len <= gso_size)
+		return 1;
+	return (unsigned)((len + gso_size - 1) / gso_size);
+}
+
+void dgram_received(struct dgram_ctx *dc, size_t len, uint16_t gso_size)
+{
+	unsigned n = dgram_count(len, gso_size);
+
+	ctr_add(&dc->ctr->udp_rx_datagrams, n);
+	ctr_add(&dc->ctr->udp_rx_bytes, len);
+	if (n > 1)
+		ctr_add(&dc->ctr->udp_gro_receives, 1);
+}
+
+void dgram_sent(struct dgram_ctx *dc, size_t len, uint16_t gso_size)
+{
+	ctr_add(&dc->ctr->udp_tx_datagrams, dgram_count(len, gso_size));
+	ctr_add(&dc->ctr->udp_tx_bytes, len);
+}
+
+void dgram_drop(struct dgram_ctx *dc, enum dgram_drop why, unsigned n)
+{
+	if ((unsigned)why < DDROP__COUNT)
+		ctr_add(&dc->ctr->udp_drops[why], n);
+}

@@ -1,0 +1,417 @@
+/* test_dgram.c - the UDP echo logic (dgram.c) with nothing but its context
+ * (struct dgram_ctx): which sources are answered (IPv4, IPv6, IPv4-mapped,
+ * loop ports, live changes), the per-source log limiter (once a minute per
+ * source, a bounded table, no allocation), the control data built and
+ * parsed (also through real loopback sockets: a UDP_SEGMENT send arrives as
+ * one UDP_GRO receive; an overflowed socket reports SO_RXQ_OVFL), and the
+ * counting. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "counters.h"
+#include "dgram.h"
+#include "log.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+static struct worker_counters ctr;
+static struct dgram_ctx dc;
+
+static void ctx_make(void)
+{
+	static const uint16_t loops[] = { 7, 9, 13, 19, 37 };
+
+	memset(&ctr, 0, sizeof(ctr));
+	dgram_init(&dc, &ctr, 0);
+	dgram_set_params(&dc, true, loops, 5);
+	dc.now_ms = 1000000;
+}
+
+static socklen_t addr(struct sockaddr_storage *ss, const char *text, uint16_t port)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		return sizeof(*sin);
+	}
+	if (inet_pton(AF_INET6, text, &sin6->sin6_addr) != 1)
+		abort();
+	sin6->sin6_family = AF_INET6;
+	sin6->sin6_port = htons(port);
+	return sizeof(*sin6);
+}
+
+static int check(const char *text, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = addr(&ss, text, port);
+
+	return dgram_check(&dc, (struct sockaddr *)&ss, len, 1);
+}
+
+/* ---- stderr capture: the log lines ---- */
+
+static int cap_fd = -1, saved_stderr = -1;
+
+static void capture_start(void)
+{
+	cap_fd = memfd_create("stderr", MFD_CLOEXEC);
+	saved_stderr = dup(STDERR_FILENO);
+	if (cap_fd < 0 || saved_stderr < 0 || dup2(cap_fd, STDERR_FILENO) < 0)
+		abort();
+}
+
+/* The lines logged since capture_start() containing what, into buf. */
+static int capture_end(const char *what, char *buf, size_t size)
+{
+	ssize_t n;
+	int lines = 0;
+	char *p;
+
+	dup2(saved_stderr, STDERR_FILENO);
+	close(saved_stderr);
+	n = pread(cap_fd, buf, size - 1, 0);
+	close(cap_fd);
+	buf[n > 0 ? n : 0] = '\0';
+	for (p = buf; (p = strstr(p, what)); p++)
+		lines++;
+	return lines;
+}
+
+/* ---- the sources ---- */
+
+static void test_sources(void)
+{
+	static const struct {
+		const char *addr;
+		uint16_t port;
+		int want;
+	} cases[] = {
+		{ "127.0.0.1", 5000, 0 },
+		{ "192.0.2.1", 40000, 0 },
+		{ "10.0.0.255", 5000, 0 },                      /* a directed broadcast: not known here */
+		{ "127.0.0.1", 0, DDROP_BAD_SOURCE + 1 },
+		{ "127.0.0.1", 7, DDROP_LOOP_PORT + 1 },
+		{ "127.0.0.1", 9, DDROP_LOOP_PORT + 1 },
+		{ "127.0.0.1", 13, DDROP_LOOP_PORT + 1 },
+		{ "127.0.0.1", 19, DDROP_LOOP_PORT + 1 },
+		{ "127.0.0.1", 37, DDROP_LOOP_PORT + 1 },
+		{ "127.0.0.1", 8, 0 },
+		{ "0.0.0.0", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "0.1.2.3", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "224.0.0.1", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "239.255.255.250", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "255.255.255.255", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "::1", 5000, 0 },
+		{ "2001:db8::1", 5000, 0 },
+		{ "::1", 19, DDROP_LOOP_PORT + 1 },
+		{ "::", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "ff02::1", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "::ffff:127.0.0.1", 5000, 0 },
+		{ "::ffff:127.0.0.1", 7, DDROP_LOOP_PORT + 1 },
+		{ "::ffff:224.0.0.1", 5000, DDROP_BAD_SOURCE + 1 },    /* mapped: judged as IPv4 */
+		{ "::ffff:255.255.255.255", 5000, DDROP_BAD_SOURCE + 1 },
+		{ "::ffff:0.0.0.0", 5000, DDROP_BAD_SOURCE + 1 },
+	};
+	struct sockaddr_un_like { sa_family_t f; char path[108]; } un = { AF_UNIX, "x" };
+	struct sockaddr_storage ss;
+	unsigned bad = 0, loop = 0;
+	char buf[65536];
+
+	ctx_make();
+	capture_start();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = check(cases[i].addr, cases[i].port);
+
+		tap_ok(got == cases[i].want, "dgram_check %s port %u -> %d (got %d)", cases[i].addr,
+		       cases[i].port, cases[i].want, got);
+		bad += cases[i].want == DDROP_BAD_SOURCE + 1;
+		loop += cases[i].want == DDROP_LOOP_PORT + 1;
+	}
+	tap_ok(dgram_check(&dc, (struct sockaddr *)&un, sizeof(un), 1) == DDROP_BAD_SOURCE + 1,
+	       "dgram_check: an AF_UNIX source is a bad source");
+	bad++;
+	tap_ok(dgram_check(&dc, (struct sockaddr *)&ss, (socklen_t)(addr(&ss, "::1", 5000) - 1), 1)
+	       == DDROP_BAD_SOURCE + 1, "dgram_check: a short sockaddr_in6 is a bad source");
+	bad++;
+	capture_end("refused", buf, sizeof(buf));
+	tap_ok(ctr.udp_drops[DDROP_BAD_SOURCE] == bad && ctr.udp_drops[DDROP_LOOP_PORT] == loop &&
+	       ctr.udp_drops[DDROP_TRUNCATED] == 0 && ctr.udp_drops[DDROP_SEND_ERROR] == 0,
+	       "dgram_check counts each drop by reason (bad_source %u, loop_port %u)", bad, loop);
+
+	/* a GRO receive of 10 datagrams from a loop port: 10 drops */
+	memset(&ctr, 0, sizeof(ctr));
+	capture_start();
+	tap_ok(dgram_check(&dc, (struct sockaddr *)&ss, addr(&ss, "127.0.0.1", 37), 10) ==
+	       DDROP_LOOP_PORT + 1 && ctr.udp_drops[DDROP_LOOP_PORT] == 10,
+	       "dgram_check counts every datagram of a coalesced receive");
+	capture_end("refused", buf, sizeof(buf));
+
+	/* udp.loop_ports applies live: [] answers every port but 0; [5000] */
+	dgram_set_params(&dc, true, NULL, 0);
+	tap_ok(check("127.0.0.1", 7) == 0 && check("127.0.0.1", 0) == DDROP_BAD_SOURCE + 1,
+	       "loop_ports = []: port 7 is answered, port 0 still is not");
+	{
+		uint16_t p = 5000;
+
+		dgram_set_params(&dc, true, &p, 1);
+	}
+	capture_start();
+	tap_ok(check("127.0.0.1", 5000) == DDROP_LOOP_PORT + 1 && check("::1", 7) == 0,
+	       "loop_ports = [5000]: 5000 is refused, 7 answered");
+	capture_end("refused", buf, sizeof(buf));
+}
+
+/* ---- the log limiter ---- */
+
+static size_t heap_in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+static void test_log_limit(void)
+{
+	char buf[65536], text[64];
+	size_t heap;
+	int lines;
+
+	ctx_make();
+	heap = heap_in_use();
+	capture_start();
+	for (int i = 0; i < 1000; i++)
+		check("127.0.0.1", 7);
+	lines = capture_end("refused", buf, sizeof(buf));
+	tap_ok(lines == 1 && strstr(buf, "127.0.0.1 port 7 refused (loop_port)"),
+	       "1000 drops from one source in a minute: logged once (%d line(s))", lines);
+	tap_diag("%.*s", (int)strcspn(buf, "\n"), buf);
+
+	capture_start();
+	dc.now_ms += DGRAM_LOG_INTERVAL_MS - 1;
+	check("127.0.0.1", 9);
+	check("::ffff:127.0.0.1", 19);                  /* the same source, mapped */
+	lines = capture_end("refused", buf, sizeof(buf));
+	tap_ok(lines == 0, "...and not again within the minute, nor as IPv4-mapped (%d)", lines);
+
+	capture_start();
+	dc.now_ms += 1;
+	check("127.0.0.1", 7);
+	check("::1", 7);
+	lines = capture_end("refused", buf, sizeof(buf));
+	tap_ok(lines == 2 && strstr(buf, "[::1] port 7"),
+	       "a minute later: logged again; another source logged too (%d)", lines);
+
+	/* a flood from many sources: at most DGRAM_LOG_SLOTS lines a minute */
+	ctx_make();
+	capture_start();
+	for (int i = 0; i < 5000; i++) {
+		snprintf(text, sizeof(text), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+		check(text, 7);
+	}
+	lines = capture_end("refused", buf, sizeof(buf));
+	tap_ok(lines > 0 && lines <= DGRAM_LOG_SLOTS && dc.log_suppressed == 5000u - (unsigned)lines &&
+	       ctr.udp_drops[DDROP_LOOP_PORT] == 5000,
+	       "5000 sources in a minute: %d lines (at most %d), %llu not logged, all 5000 counted",
+	       lines, DGRAM_LOG_SLOTS, (unsigned long long)dc.log_suppressed);
+	capture_start();
+	dc.now_ms += DGRAM_LOG_INTERVAL_MS;
+	check("10.99.99.99", 7);
+	lines = capture_end("refused", buf, sizeof(buf));
+	tap_ok(lines == 1 && strstr(buf, "drop(s) from other sources not logged"),
+	       "the next line says how many drops were not logged");
+	tap_ok(heap_in_use() == heap, "no allocation by 6000 checks and their logging (%zu -> %zu)",
+	       heap, heap_in_use());
+}
+
+/* ---- control data ---- */
+
+static void test_cmsg(void)
+{
+	union { char buf[DGRAM_CMSG_SPACE]; struct cmsghdr align; } cb;
+	union { char buf[DGRAM_RX_CMSG_SPACE]; struct cmsghdr align; } rb;
+	struct msghdr m = { .msg_control = cb.buf };
+	struct cmsghdr *c;
+	uint16_t gso, v16;
+	uint32_t ovfl = 0, five = 5;
+	bool has;
+	int v;
+	size_t n;
+
+	ctx_make();
+	n = dgram_put_segment(&dc, cb.buf, 1000, 3500);
+	m.msg_controllen = n;
+	c = CMSG_FIRSTHDR(&m);
+	memcpy(&v16, c ? CMSG_DATA(c) : (unsigned char *)"", c ? sizeof(v16) : 0);
+	tap_ok(n == CMSG_SPACE(sizeof(uint16_t)) && c && c->cmsg_level == IPPROTO_UDP &&
+	       c->cmsg_type == UDP_SEGMENT && c->cmsg_len == CMSG_LEN(2) && v16 == 1000,
+	       "dgram_put_segment: 3500 bytes of 1000-byte segments: UDP_SEGMENT 1000");
+	tap_ok(dgram_put_segment(&dc, cb.buf, 1000, 1000) == 0 &&
+	       dgram_put_segment(&dc, cb.buf, 0, 3500) == 0 &&
+	       dgram_put_segment(&dc, cb.buf, 1000, 0) == 0,
+	       "dgram_put_segment: nothing for one datagram (len <= size, or no size)");
+	dgram_set_params(&dc, false, NULL, 0);
+	tap_ok(dgram_put_segment(&dc, cb.buf, 1000, 3500) == 0,
+	       "dgram_put_segment: nothing with udp.gro off");
+
+	/* a receive's: UDP_GRO then SO_RXQ_OVFL */
+	memset(&rb, 0, sizeof(rb));
+	m.msg_control = rb.buf;
+	m.msg_controllen = CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t));
+	c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = IPPROTO_UDP;
+	c->cmsg_type = UDP_GRO;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	v = 1472;
+	memcpy(CMSG_DATA(c), &v, sizeof(v));
+	c = CMSG_NXTHDR(&m, c);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SO_RXQ_OVFL;
+	c->cmsg_len = CMSG_LEN(sizeof(uint32_t));
+	memcpy(CMSG_DATA(c), &five, sizeof(five));
+	dgram_parse_cmsg(&m, &gso, &ovfl, &has);
+	tap_ok(gso == 1472 && has && ovfl == 5, "dgram_parse_cmsg: UDP_GRO 1472, SO_RXQ_OVFL 5");
+	m.msg_controllen = 0;
+	ovfl = 77;
+	dgram_parse_cmsg(&m, &gso, &ovfl, &has);
+	tap_ok(gso == 0 && !has && ovfl == 77, "dgram_parse_cmsg: no control data: 0, no count");
+}
+
+/* Through real sockets: a UDP_SEGMENT send arrives as one UDP_GRO receive
+ * with its segment size; a socket whose queue overflowed says how many. */
+static void test_sockets(void)
+{
+	union { char buf[DGRAM_CMSG_SPACE]; struct cmsghdr align; } cb;
+	union { char buf[DGRAM_RX_CMSG_SPACE]; struct cmsghdr align; } rb;
+	static char data[65536], in[65536];
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t tolen = sizeof(to);
+	int rx = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
+	int one = 1, small = 4096, sent = 0;
+	struct iovec iov = { data, 3500 }, riov = { in, sizeof(in) };
+	struct msghdr m = { .msg_name = &to, .msg_namelen = sizeof(to), .msg_iov = &iov,
+			    .msg_iovlen = 1, .msg_control = cb.buf };
+	struct msghdr r = { .msg_iov = &riov, .msg_iovlen = 1, .msg_control = rb.buf,
+			    .msg_controllen = sizeof(rb.buf) };
+	uint16_t gso;
+	uint32_t ovfl = 0;
+	bool has;
+	ssize_t n;
+
+	ctx_make();
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (char)(i * 7 + 1);
+	if (rx < 0 || tx < 0 || bind(rx, (struct sockaddr *)&to, sizeof(to)) < 0 ||
+	    getsockname(rx, (struct sockaddr *)&to, &tolen) < 0 ||
+	    setsockopt(rx, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one)) < 0) {
+		tap_ok(0, "loopback UDP sockets: %s", strerror(errno));
+		return;
+	}
+	if (setsockopt(rx, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) == 0) {
+		m.msg_controllen = dgram_put_segment(&dc, cb.buf, 1000, 3500);
+		n = sendmsg(tx, &m, 0);
+		r.msg_controllen = sizeof(rb.buf);
+		ssize_t got = recvmsg(rx, &r, 0);
+
+		dgram_parse_cmsg(&r, &gso, &ovfl, &has);
+		tap_ok(n == 3500 && got == 3500 && gso == 1000 && dgram_count((size_t)got, gso) == 4 &&
+		       !memcmp(in, data, 3500) && !has,
+		       "loopback: a UDP_SEGMENT send of 3500/1000 is one UDP_GRO receive of 4 "
+		       "(sent %zd, got %zd, size %u; no drops, no SO_RXQ_OVFL)", n, got, gso);
+		dgram_received(&dc, (size_t)got, gso);
+		tap_ok(ctr.udp_rx_datagrams == 4 && ctr.udp_rx_bytes == 3500 && ctr.udp_gro_receives == 1,
+		       "dgram_received: 4 datagrams, 3500 bytes, one GRO receive");
+	} else {
+		tap_ok(1, "# SKIP UDP_GRO: %s", strerror(errno));
+	}
+	/* overflow a small receive queue and drain it; the kernel's count comes
+	 * with the next datagram queued (none is attached while it is 0) */
+	setsockopt(rx, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	m.msg_controllen = 0;
+	m.msg_control = NULL;
+	iov.iov_len = 1000;
+	for (int i = 0; i < 200; i++)
+		sent += sendmsg(tx, &m, 0) == 1000;
+	{
+		int queued = 0;
+
+		while (recv(rx, in, sizeof(in), 0) >= 0)
+			queued++;
+		sent += sendmsg(tx, &m, 0) == 1000;
+		r.msg_controllen = sizeof(rb.buf);
+		n = recvmsg(rx, &r, 0);
+		queued += n == 1000;
+		dgram_parse_cmsg(&r, &gso, &ovfl, &has);
+		if (has)
+			dgram_kernel_drops(&dc, 0, ovfl);
+		tap_ok(n == 1000 && has && ovfl > 0 && ctr.udp_kernel_drops == ovfl &&
+		       queued + (int)ovfl == sent,
+		       "loopback: %d sent into a 4 KiB queue: %d read, %u reported dropped "
+		       "(SO_RXQ_OVFL of the next datagram), none unaccounted", sent, queued, ovfl);
+	}
+	close(rx);
+	close(tx);
+}
+
+/* ---- counting ---- */
+
+static void test_counting(void)
+{
+	ctx_make();
+	tap_ok(dgram_count(0, 0) == 1 && dgram_count(0, 1000) == 1 && dgram_count(1, 0) == 1 &&
+	       dgram_count(1000, 1000) == 1 && dgram_count(1001, 1000) == 2 &&
+	       dgram_count(65535, 1472) == 45, "dgram_count: 0 bytes is a datagram; rounded up");
+	dgram_received(&dc, 0, 0);
+	dgram_received(&dc, 65507, 0);
+	dgram_sent(&dc, 0, 0);
+	dgram_sent(&dc, 4000, 1000);
+	dgram_drop(&dc, DDROP_SEND_ERROR, 3);
+	dgram_drop(&dc, DDROP_TRUNCATED, 1);
+	tap_ok(ctr.udp_rx_datagrams == 2 && ctr.udp_rx_bytes == 65507 && ctr.udp_gro_receives == 0 &&
+	       ctr.udp_tx_datagrams == 5 && ctr.udp_tx_bytes == 4000 &&
+	       ctr.udp_drops[DDROP_SEND_ERROR] == 3 && ctr.udp_drops[DDROP_TRUNCATED] == 1,
+	       "dgram_received/sent/drop: datagrams, bytes and drops");
+
+	/* the kernel's cumulative count: the increase since the last seen, per socket */
+	dgram_kernel_drops(&dc, 0, 5);
+	dgram_kernel_drops(&dc, 0, 5);
+	dgram_kernel_drops(&dc, 0, 7);
+	dgram_kernel_drops(&dc, 1, 3);
+	tap_ok(ctr.udp_kernel_drops == 10, "dgram_kernel_drops: 5, 5 (nothing new), 7, "
+	       "another socket's 3: 10 (got %llu)", (unsigned long long)ctr.udp_kernel_drops);
+	dc.ovfl_seen[2] = UINT32_MAX - 1;
+	dgram_kernel_drops(&dc, 2, 1);
+	dgram_kernel_drops(&dc, 2, 0);              /* older than the last seen: nothing */
+	dgram_kernel_drops(&dc, DGRAM_MAX_SOCKETS, 100);
+	tap_ok(ctr.udp_kernel_drops == 13, "dgram_kernel_drops: across the 2^32 wrap, never "
+	       "backwards, a slot out of range ignored (got %llu)",
+	       (unsigned long long)ctr.udp_kernel_drops);
+}
+
+int main(void)
+{
+	log_set_prefix(0);
+	test_sources();
+	test_log_limit();
+	test_cmsg();
+	test_sockets();
+	test_counting();
+	return tap_done();
+}
