@@ -10,6 +10,8 @@
  * it.
  * Listeners are level-triggered (EPOLLEXCLUSIVE when several workers
  * share them) and removed from the set while accepting is paused.
+ * The UDP sockets are served by backend_epoll_udp.c (backend_epoll.h):
+ * edge-triggered, each watched for what it needs now (EPOLL_CTL_MOD).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_epoll.h"
 #include "conn.h"
 #include "log.h"
 #include "worker.h"
@@ -36,6 +39,7 @@
 #define TAG_CONN   0ull
 #define TAG_LISTEN 1ull
 #define TAG_CTL    2ull
+#define TAG_UDP    3ull
 #define TAG_SHIFT  62
 
 /* conn.bstate */
@@ -52,6 +56,7 @@ struct ep {
 	struct ilist waitbuf;        /* readable, no free buffer: served first come, first served */
 	struct ilist ready;          /* readable, budget spent this turn */
 	struct conn *feeding;        /* the waiter being given a buffer now */
+	struct epu *udp;             /* the UDP path (backend_epoll_udp.c) */
 	struct epoll_event ev[EP_EVENTS];
 };
 
@@ -100,6 +105,38 @@ static void ep_listeners(struct worker *w, bool arm)
 		}
 	}
 	w->accepting = arm;
+}
+
+int ep_udp_watch(struct worker *w, unsigned i, unsigned events, bool add)
+{
+	struct ep *ep = w->be;
+	struct epoll_event ev = {
+		.events = EPOLLET | (events & EPU_IN ? EPOLLIN : 0u) | (events & EPU_OUT ? EPOLLOUT : 0u),
+		.data.u64 = (TAG_UDP << TAG_SHIFT) | i,
+	};
+
+	if (epoll_ctl(ep->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, w->udp_fds[i], &ev) < 0) {
+		int err = errno;
+
+		log_errno(LOG_ERR, err, "worker %u: epoll_ctl %s UDP fd %d", w->id,
+			  add ? "ADD" : "MOD", w->udp_fds[i]);
+		return -err;
+	}
+	return 0;
+}
+
+static void ep_update_udp(struct worker *w)
+{
+	struct ep *ep = w->be;
+
+	epu_update(w, ep->udp);
+}
+
+static bool ep_udp_busy(struct worker *w)
+{
+	struct ep *ep = w->be;
+
+	return epu_busy(ep->udp);
 }
 
 static void ep_update_accept(struct worker *w)
@@ -433,13 +470,13 @@ static int ep_init(struct worker *w)
 {
 	struct ep *ep = calloc(1, sizeof(*ep));
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_CTL << TAG_SHIFT };
+	int err;
 
 	if (!ep)
 		return -ENOMEM;
 	ep->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (ep->epfd < 0) {
-		int err = -errno;
-
+		err = -errno;
 		snprintf(w->init_error, sizeof(w->init_error), "epoll_create1: %s", strerror(-err));
 		free(ep);
 		return err;
@@ -449,8 +486,7 @@ static int ep_init(struct worker *w)
 	w->be = ep;
 	w->cc.buf_release = ep_buf_release;
 	if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, w->ctl_fd, &ev) < 0) {
-		int err = -errno;
-
+		err = -errno;
 		snprintf(w->init_error, sizeof(w->init_error), "epoll_ctl ADD eventfd: %s",
 			 strerror(-err));
 		close(ep->epfd);
@@ -459,6 +495,15 @@ static int ep_init(struct worker *w)
 		return err;
 	}
 	ep_listeners(w, true);
+	err = epu_init(w, &ep->udp);
+	if (err) {
+		ep_listeners(w, false);
+		close(ep->epfd);
+		free(ep);
+		w->be = NULL;
+		return err;
+	}
+	epu_update(w, ep->udp);
 	return 0;
 }
 
@@ -467,7 +512,7 @@ static int ep_run(struct worker *w)
 	struct ep *ep = w->be;
 
 	while (!worker_finished(w)) {
-		int timeout = ilist_empty(&ep->ready) ? worker_timeout_ms(w) : 0;
+		int timeout = ilist_empty(&ep->ready) && !epu_ready(ep->udp) ? worker_timeout_ms(w) : 0;
 		int n = epoll_wait(ep->epfd, ep->ev, EP_EVENTS, timeout);
 
 		worker_clock(w);
@@ -491,9 +536,15 @@ static int ep_run(struct worker *w)
 			case TAG_CTL:
 				worker_control(w);
 				break;
+			case TAG_UDP:
+				epu_event(w, ep->udp, (unsigned)(d & 0xffff),
+					  ep->ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP),
+					  ep->ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP));
+				break;
 			}
 		}
 		ep_run_ready(w);
+		epu_run_ready(w, ep->udp);
 		worker_tick(w);
 		ep_feed_waiters(w);     /* after the tick: its closes free buffers too */
 	}
@@ -510,6 +561,7 @@ static void ep_fini(struct worker *w)
 		conn_fail(&w->cc, c, 0);
 		ep_close(w, c);
 	}
+	epu_fini(w, ep->udp);
 	close(ep->epfd);
 	free(ep);
 	w->be = NULL;
@@ -524,5 +576,7 @@ const struct backend_ops backend_epoll = {
 	.update_accept = ep_update_accept,
 	.adopt_conn = ep_adopt_conn,
 	.conn_busy = ep_conn_busy,
+	.update_udp = ep_update_udp,
+	.udp_busy = ep_udp_busy,
 	.fini = ep_fini,
 };

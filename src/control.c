@@ -30,7 +30,8 @@ struct control {
 	struct wset ws;                    /* the running workers */
 	struct echod_shared shared;
 	struct listen_set *sets;           /* one, or one per worker at start (SO_REUSEPORT) */
-	unsigned nsets;
+	unsigned nsets;                    /* sets with TCP listeners */
+	unsigned nalloc;                   /* sets allocated: UDP sockets bound per worker */
 	int sigfd;
 	int exit_fd;
 	uint64_t reloads;
@@ -105,6 +106,7 @@ static int setup_listeners(struct control *ctl)
 	ctl->sets = calloc(nw, sizeof(*ctl->sets));
 	if (!ctl->sets)
 		return -ENOMEM;
+	ctl->nalloc = nw;
 	for (unsigned i = 0; i < nw; i++)
 		listen_set_init(&ctl->sets[i]);
 	ctl->nsets = 1;
@@ -130,11 +132,32 @@ static int setup_listeners(struct control *ctl)
 	return 0;
 }
 
+/* UDP: the inherited datagram sockets, or with udp.enabled one socket
+ * per worker and address (SO_REUSEPORT); then their options. */
+static int setup_udp(struct control *ctl)
+{
+	unsigned nw = ctl->nalloc;
+
+	if (ctl->sets[0].n_udp) {
+		log_info("socket activation: %u UDP socket%s%s", ctl->sets[0].n_udp,
+			 ctl->sets[0].n_udp == 1 ? "" : "s",
+			 ctl->cfg.udp.enabled ? " (udp.enabled: binding none)" : "");
+	} else if (ctl->cfg.udp.enabled) {
+		for (unsigned i = 0; i < nw; i++) {
+			int err = listen_bind_udp(&ctl->sets[i], &ctl->cfg, nw > 1);
+
+			if (err)
+				return err;
+		}
+	}
+	return listen_udp_options(ctl->sets, nw, &ctl->cfg);
+}
+
 static void close_listeners(struct control *ctl)
 {
 	if (!ctl->sets)
 		return;
-	for (unsigned i = 0; i < ctl->nsets; i++)
+	for (unsigned i = 0; i < ctl->nalloc; i++)
 		listen_close_own(&ctl->sets[i]);
 	for (unsigned i = 0; i < ctl->sets[0].n_handed; i++)
 		close(ctl->sets[0].handed[i].fd);
@@ -316,7 +339,10 @@ static int respawn(struct control *ctl, const struct echod_config *next)
 	if (!base)
 		return -ENOMEM;
 	memset(base, 0, nn * sizeof(*base));
-	err = wset_start(&ws, ops, next, ctl->sets, ctl->nsets, &ctl->shared, ctl->exit_fd);
+	/* the new workers read UDP only once the old ones have sent what they
+	 * received: a flow's echoes stay in order */
+	err = wset_start(&ws, ops, next, ctl->sets, ctl->nsets, ctl->nalloc, true, &ctl->shared,
+			 ctl->exit_fd);
 	if (err) {
 		free(base);
 		return err;
@@ -325,6 +351,7 @@ static int respawn(struct control *ctl, const struct echod_config *next)
 	 * connections; the new ones accept already */
 	n = wset_handover(&old, HANDOVER_FLUSH_MS, &moved);
 	absorb_exits(ctl, ctl->ws.n);
+	wset_udp_release(&ws, &old);
 	wset_import(&ws, moved, n);
 	/* counters go on from where the old workers left them */
 	if (ctl->base)
@@ -400,6 +427,8 @@ static void reload(struct control *ctl)
 	}
 	if (changed & CONFIG_CHANGED_LOG_LEVEL)
 		log_set_level(next.log_level);
+	if ((changed & CONFIG_CHANGED_UDP) && listen_udp_options(ctl->sets, ctl->nalloc, &next) < 0)
+		partial = true;
 	atomic_store_explicit(&ctl->shared.max_connections, next.max_connections,
 			      memory_order_relaxed);
 	atomic_store(&ctl->metrics.max_connections, next.max_connections);
@@ -589,14 +618,14 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 	}
 	if (why[0])
 		log_warning("backend auto: using %s (%s)", ops->name, why);
-	if (setup_listeners(ctl) < 0)
+	if (setup_listeners(ctl) < 0 || setup_udp(ctl) < 0)
 		goto out;
 	if (!ctl->sets[0].n) {
 		log_error("no echo listener: nothing to serve");
 		goto out;
 	}
-	if (wset_start(&ctl->ws, ops, &ctl->cfg, ctl->sets, ctl->nsets, &ctl->shared,
-		       ctl->exit_fd) < 0)
+	if (wset_start(&ctl->ws, ops, &ctl->cfg, ctl->sets, ctl->nsets, ctl->nalloc, false,
+		       &ctl->shared, ctl->exit_fd) < 0)
 		goto out;
 	publish_workers(ctl);
 	if (metrics_open(ctl, &ctl->cfg, &ctl->http, &ctl->metrics_own) < 0) {

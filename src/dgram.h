@@ -96,8 +96,9 @@ void dgram_parse_cmsg(const struct msghdr *m, uint16_t *gso_size, uint32_t *ovfl
 void dgram_kernel_drops(struct dgram_ctx *dc, unsigned sock_i, uint32_t ovfl);
 
 /* Fill the control buffer of an echo of len bytes received with segment
- * size gso_size: UDP_SEGMENT = gso_size when len > gso_size > 0 (and
- * udp.gro is on), else nothing.  Returns msg_controllen (0: none; then
+ * size gso_size: UDP_SEGMENT = gso_size when len > gso_size > 0, else
+ * nothing; whatever udp.gro says now (a receive coalesced before a reload
+ * turned it off still goes back as its datagrams).  Returns msg_controllen (0: none; then
  * msg_control must be NULL).  cbuf holds DGRAM_CMSG_SPACE bytes, aligned
  * for struct cmsghdr. */
 size_t dgram_put_segment(const struct dgram_ctx *dc, void *cbuf, uint16_t gso_size,

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -16,6 +17,10 @@
 #include <systemd/sd-daemon.h>
 
 #include "log.h"
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 #define METRICS_FD_NAME "metrics"
 
@@ -135,7 +140,7 @@ void listen_set_init(struct listen_set *ls)
 	memset(ls, 0, sizeof(*ls));
 	ls->metrics_fd = -1;
 	for (unsigned i = 0; i < LISTEN_MAX; i++)
-		ls->l[i].fd = -1;
+		ls->l[i].fd = ls->udp[i].fd = -1;
 }
 
 static int socket_family(int fd)
@@ -178,26 +183,78 @@ static bool handed_name(const char *name)
 	return strncmp(name, "conn.", 5) == 0 || strncmp(name, "data.", 5) == 0;
 }
 
-static int adopt_check(const struct listen_set *ls, int n, char **names,
-		       struct listener *tmp, int *metrics_fd)
+/* Whether fd is an inet datagram socket bound to a port: 1, 0, or -errno. */
+static int bound_datagram(int fd)
 {
-	unsigned count = 0;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_DGRAM, -1, 0);
+
+	if (r <= 0)
+		return r;
+	memset(&ss, 0, sizeof(ss));
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0)
+		return -errno;
+	return ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port != 0
+				       : ((struct sockaddr_in6 *)&ss)->sin6_port != 0;
+}
+
+/* Note fd as an inherited socket in tmp[*count] (at most LISTEN_MAX). */
+static int adopt_one(int fd, const char *name, const char *what, struct listener *tmp,
+		     unsigned *count)
+{
+	int family;
+
+	if (*count >= LISTEN_MAX) {
+		log_errno(LOG_ERR, EMFILE, "fd %d (%s): more than %d %s", fd, name, LISTEN_MAX, what);
+		return -EMFILE;
+	}
+	family = socket_family(fd);
+	if (family < 0) {
+		log_errno(LOG_ERR, family, "fd %d (%s): getsockname", fd, name);
+		return family;
+	}
+	tmp[*count].fd = fd;
+	tmp[*count].inherited = true;
+	tmp[*count].family = family;
+	listen_sockname(fd, tmp[*count].name, sizeof(tmp[*count].name));
+	(*count)++;
+	return 0;
+}
+
+/* Check every passed fd and fill tmp (stream listeners), udp (datagram
+ * sockets) and metrics; touches neither ls nor the fds.  Returns the
+ * number of echo listeners or -errno. */
+static int adopt_check(const struct listen_set *ls, int n, char **names,
+		       struct listener *tmp, struct listener *udp, unsigned *n_udp,
+		       int *metrics_fd)
+{
+	unsigned count = ls->n;
 
 	*metrics_fd = -1;
+	*n_udp = ls->n_udp;
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
 		const char *name = names && names[i] ? names[i] : "unknown";
-		int r, family;
+		int r, dgram;
 
 		if (handed_name(name))
 			continue;          /* checked by the hand-off module */
-		r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
+		dgram = strcmp(name, METRICS_FD_NAME) ? bound_datagram(fd) : 0;
+		if (dgram > 0) {
+			r = adopt_one(fd, name, "UDP echo sockets", udp, n_udp);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		r = dgram < 0 ? dgram : sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
 		if (r < 0) {
 			log_errno(LOG_ERR, r, "fd %d (%s): sd_is_socket_inet", fd, name);
 			return r;
 		}
 		if (r == 0) {
-			log_error("fd %d (%s): not a listening TCP socket", fd, name);
+			log_error("fd %d (%s): not a listening TCP socket (nor a bound UDP one)",
+				  fd, name);
 			return -EINVAL;
 		}
 		if (strcmp(name, METRICS_FD_NAME) == 0) {
@@ -209,31 +266,19 @@ static int adopt_check(const struct listen_set *ls, int n, char **names,
 			*metrics_fd = fd;
 			continue;
 		}
-		if (ls->n + count >= LISTEN_MAX) {
-			log_errno(LOG_ERR, EMFILE,
-				  "fd %d (%s): more than %d echo listeners", fd,
-				  name, LISTEN_MAX);
-			return -EMFILE;
-		}
-		family = socket_family(fd);
-		if (family < 0) {
-			log_errno(LOG_ERR, family, "fd %d (%s): getsockname", fd, name);
-			return family;
-		}
-		tmp[count].fd = fd;
-		tmp[count].inherited = true;
-		tmp[count].family = family;
-		listen_sockname(fd, tmp[count].name, sizeof(tmp[count].name));
-		count++;
+		r = adopt_one(fd, name, "echo listeners", tmp, &count);
+		if (r < 0)
+			return r;
 	}
-	return (int)count;
+	return (int)(count - ls->n);
 }
 
 int listen_adopt(struct listen_set *ls)
 {
-	struct listener tmp[LISTEN_MAX];
+	struct listener tmp[LISTEN_MAX], udp[LISTEN_MAX];
 	struct env_copy pid, fds;
 	char **names = NULL;
+	unsigned n_udp;
 	int n, r, metrics_fd;
 
 	env_copy(&pid, "LISTEN_PID");
@@ -275,7 +320,7 @@ int listen_adopt(struct listen_set *ls)
 		goto out;
 	}
 
-	r = adopt_check(ls, n, names, tmp, &metrics_fd);
+	r = adopt_check(ls, n, names, tmp, udp, &n_udp, &metrics_fd);
 	if (r < 0)
 		goto out;
 	for (int i = 0; i < n; i++) {
@@ -306,8 +351,13 @@ int listen_adopt(struct listen_set *ls)
 	}
 	for (int i = 0; i < r; i++) {
 		log_info("listening on %s (fd %d, from the service manager)",
-			 tmp[i].name, tmp[i].fd);
-		ls->l[ls->n++] = tmp[i];
+			 tmp[ls->n].name, tmp[ls->n].fd);
+		ls->l[ls->n] = tmp[ls->n];
+		ls->n++;
+	}
+	for (unsigned i = ls->n_udp; i < n_udp; i++) {
+		log_info("UDP echo on %s (fd %d, from the service manager)", udp[i].name, udp[i].fd);
+		ls->udp[ls->n_udp++] = udp[i];
 	}
 	if (metrics_fd >= 0) {
 		char name[64];
@@ -337,7 +387,9 @@ static int set_int_opt(int fd, int level, int opt, const char *optname,
 	return 0;
 }
 
-static int bind_one(const struct config_addr *a, int backlog, bool reuseport,
+/* A socket of type SOCK_STREAM (listening, with backlog) or SOCK_DGRAM
+ * bound to a. */
+static int bind_one(const struct config_addr *a, int type, int backlog, bool reuseport,
 		    struct listener *out)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
@@ -354,13 +406,15 @@ static int bind_one(const struct config_addr *a, int backlog, bool reuseport,
 		return -EAFNOSUPPORT;
 	}
 
-	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		err = errno;
 		log_errno(LOG_ERR, err, "socket %s", name);
 		return -err;
 	}
-	r = set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", name);
+	/* (not on UDP: there it would let another socket share the port) */
+	r = type == SOCK_STREAM ? set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", name)
+				: 0;
 	if (!r && family == AF_INET6)
 		r = set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY", name);
 	if (!r && reuseport)
@@ -372,7 +426,7 @@ static int bind_one(const struct config_addr *a, int backlog, bool reuseport,
 		log_errno(LOG_ERR, r, "bind %s", name);
 		goto fail;
 	}
-	if (listen(fd, backlog) < 0) {
+	if (type == SOCK_STREAM && listen(fd, backlog) < 0) {
 		r = -errno;
 		log_errno(LOG_ERR, r, "listen %s", name);
 		goto fail;
@@ -389,53 +443,135 @@ fail:
 
 int listen_bind_addr(const struct config_addr *a, int backlog, struct listener *out)
 {
-	return bind_one(a, backlog, false, out);
+	return bind_one(a, SOCK_STREAM, backlog, false, out);
 }
 
-int listen_bind(struct listen_set *ls, const struct echod_config *cfg, bool reuseport)
+/* Bind every address of addrs[0..naddrs) into l[*n...]; on error close
+ * those bound here. */
+static int bind_all(struct listener *l, unsigned *n, const struct config_addr *addrs,
+		    unsigned naddrs, int type, int backlog, bool reuseport)
 {
-	unsigned first = ls->n;
-	int backlog = cfg->backlog >= 1 && cfg->backlog <= CONFIG_BACKLOG_MAX
-		      ? (int)cfg->backlog : SOMAXCONN;
+	const char *what = type == SOCK_STREAM ? "listening on" : "UDP echo on";
+	unsigned first = *n;
 
-	if (cfg->n_listen > CONFIG_MAX_LISTEN || ls->n + cfg->n_listen > LISTEN_MAX) {
-		log_errno(LOG_ERR, EMFILE, "listen: %u addresses, %u listeners already, at most %d",
-			  cfg->n_listen, ls->n, LISTEN_MAX);
+	if (naddrs > CONFIG_MAX_LISTEN || *n + naddrs > LISTEN_MAX) {
+		log_errno(LOG_ERR, EMFILE, "listen: %u addresses, %u sockets already, at most %d",
+			  naddrs, *n, LISTEN_MAX);
 		return -EMFILE;
 	}
-	for (unsigned i = 0; i < cfg->n_listen; i++) {
-		int r = bind_one(&cfg->listen[i], backlog, reuseport, &ls->l[ls->n]);
+	for (unsigned i = 0; i < naddrs; i++) {
+		int r = bind_one(&addrs[i], type, backlog, reuseport, &l[*n]);
 
 		if (r < 0) {
-			while (ls->n > first) {
-				ls->n--;
-				close(ls->l[ls->n].fd);
-				memset(&ls->l[ls->n], 0, sizeof(ls->l[ls->n]));
-				ls->l[ls->n].fd = -1;
+			while (*n > first) {
+				(*n)--;
+				close(l[*n].fd);
+				memset(&l[*n], 0, sizeof(l[*n]));
+				l[*n].fd = -1;
 			}
 			return r;
 		}
-		log_info("listening on %s (fd %d)", ls->l[ls->n].name, ls->l[ls->n].fd);
-		ls->n++;
+		log_info("%s %s (fd %d)", what, l[*n].name, l[*n].fd);
+		(*n)++;
 	}
 	return 0;
 }
 
-void listen_close_own(struct listen_set *ls)
+int listen_bind(struct listen_set *ls, const struct echod_config *cfg, bool reuseport)
+{
+	int backlog = cfg->backlog >= 1 && cfg->backlog <= CONFIG_BACKLOG_MAX
+		      ? (int)cfg->backlog : SOMAXCONN;
+
+	return bind_all(ls->l, &ls->n, cfg->listen, cfg->n_listen, SOCK_STREAM, backlog,
+			reuseport);
+}
+
+int listen_bind_udp(struct listen_set *ls, const struct echod_config *cfg, bool reuseport)
+{
+	return bind_all(ls->udp, &ls->n_udp, cfg->udp.listen, cfg->udp.n_listen, SOCK_DGRAM, 0,
+			reuseport);
+}
+
+/* SO_RCVBUF per udp.receive_buffer: SO_RCVBUFFORCE (CAP_NET_ADMIN: past
+ * net.core.rmem_max) first; a notice when the kernel gave less. */
+static void set_rcvbuf(const struct listener *l, uint32_t want, bool *warned)
+{
+	int v = (int)want, got = 0;
+	socklen_t len = sizeof(got);
+
+	if (!want)
+		return;
+	if (setsockopt(l->fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0 &&
+	    setsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) < 0) {
+		log_errno(LOG_WARNING, errno, "setsockopt SO_RCVBUF %u %s", want, l->name);
+		return;
+	}
+	/* the kernel reports twice what it grants (its bookkeeping) */
+	if (getsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 < v &&
+	    !*warned) {
+		*warned = true;
+		log_notice("UDP %s: receive buffer %d bytes, not %u (net.core.rmem_max; "
+			   "CAP_NET_ADMIN or the socket unit's ReceiveBuffer= go past it)",
+			   l->name, got / 2, want);
+	}
+}
+
+int listen_udp_options(struct listen_set *sets, unsigned nsets, const struct echod_config *cfg)
+{
+	static bool gro_missing;         /* logged once */
+	bool rcvbuf_warned = false;
+	int one = 1, gro = cfg->udp.gro;
+
+	for (unsigned s = 0; s < nsets; s++) {
+		for (unsigned i = 0; i < sets[s].n_udp; i++) {
+			const struct listener *l = &sets[s].udp[i];
+
+			if (setsockopt(l->fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one)) < 0) {
+				int err = errno;
+
+				log_errno(LOG_ERR, err, "setsockopt SO_RXQ_OVFL %s", l->name);
+				return -err;
+			}
+			if (!gro_missing &&
+			    setsockopt(l->fd, IPPROTO_UDP, UDP_GRO, &gro, sizeof(gro)) < 0) {
+				if (errno != ENOPROTOOPT) {
+					int err = errno;
+
+					log_errno(LOG_ERR, err, "setsockopt UDP_GRO %s", l->name);
+					return -err;
+				}
+				gro_missing = true;
+				log_notice("UDP_GRO: not supported by this kernel (ENOPROTOOPT), "
+					   "serving without it");
+			}
+			set_rcvbuf(l, cfg->udp.receive_buffer, &rcvbuf_warned);
+		}
+	}
+	return 0;
+}
+
+/* Close the sockets of l[0..*n) echod bound; keep the inherited ones. */
+static void close_own(struct listener *l, unsigned *n)
 {
 	unsigned j = 0;
 
-	for (unsigned i = 0; i < ls->n; i++) {
-		if (ls->l[i].inherited) {
-			ls->l[j++] = ls->l[i];
+	for (unsigned i = 0; i < *n; i++) {
+		if (l[i].inherited) {
+			l[j++] = l[i];
 			continue;
 		}
-		if (ls->l[i].fd >= 0)
-			close(ls->l[i].fd);
+		if (l[i].fd >= 0)
+			close(l[i].fd);
 	}
-	for (unsigned i = j; i < ls->n; i++) {
-		memset(&ls->l[i], 0, sizeof(ls->l[i]));
-		ls->l[i].fd = -1;
+	for (unsigned i = j; i < *n; i++) {
+		memset(&l[i], 0, sizeof(l[i]));
+		l[i].fd = -1;
 	}
-	ls->n = j;
+	*n = j;
+}
+
+void listen_close_own(struct listen_set *ls)
+{
+	close_own(ls->l, &ls->n);
+	close_own(ls->udp, &ls->n_udp);
 }

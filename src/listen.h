@@ -5,7 +5,9 @@
  * validated with sd_is_socket_inet() (SOCK_STREAM, listening).  An fd named
  * "metrics" is the metrics endpoint's; fds named "conn.*" or "data.*"
  * are connections handed over through the fd store (kept in ->handed,
- * see handoff.h); every other inet stream listener is an echo listener.  Inherited sockets are never closed, shutdown() or
+ * see handoff.h); every other inet stream listener is an echo listener,
+ * and every other inet datagram socket bound to a port (told apart with
+ * sd_is_socket_inet(), i.e. SO_TYPE) a UDP echo socket.  Inherited sockets are never closed, shutdown() or
  * re-listen()ed until exit; the LISTEN_* variables are unset once read.
  */
 #ifndef ECHOD_LISTEN_H
@@ -60,11 +62,26 @@ int listen_adopt(struct listen_set *ls);
  * address); on error the sockets bound by this call are closed. */
 int listen_bind(struct listen_set *ls, const struct echod_config *cfg, bool reuseport);
 
+/* Bind a UDP socket on every address of cfg->udp (IPV6_V6ONLY on IPv6;
+ * SO_REUSEPORT with reuseport: one socket per worker, the kernel keeping
+ * a flow on one), appending to ls->udp.  Non-blocking and close-on-exec;
+ * options are set by listen_udp_options().  0 or -errno (logged); on
+ * error the sockets bound by this call are closed. */
+int listen_bind_udp(struct listen_set *ls, const struct echod_config *cfg, bool reuseport);
+
+/* Set the options of every UDP socket of sets[0..nsets), bound or
+ * inherited: SO_RXQ_OVFL; UDP_GRO per udp.gro (a kernel without it:
+ * ENOPROTOOPT, logged once, then left off); SO_RCVBUF per
+ * udp.receive_buffer (SO_RCVBUFFORCE first; a notice when the kernel gave
+ * less).  At start-up and on a reload (the live settings).  0 or -errno. */
+int listen_udp_options(struct listen_set *sets, unsigned nsets, const struct echod_config *cfg);
+
 /* Bind and listen on one address (the metrics endpoint's), as
  * listen_bind() does.  0 or -errno (logged); out->fd is the socket. */
 int listen_bind_addr(const struct config_addr *a, int backlog, struct listener *out);
 
-/* Close the listeners echod bound itself; inherited ones stay open. */
+/* Close the sockets echod bound itself (TCP and UDP); inherited ones stay
+ * open. */
 void listen_close_own(struct listen_set *ls);
 
 /* Format "addr:port" / "[addr]:port" of a bound socket into buf. */

@@ -123,6 +123,11 @@ static const char *const op_names[WOP__COUNT] = {
 	[WOP_SHUTDOWN] = "shutdown", [WOP_CLOSE] = "close", [WOP_CANCEL] = "cancel",
 };
 
+static const char *const drop_names[DDROP__COUNT] = {
+	[DDROP_TRUNCATED] = "truncated", [DDROP_LOOP_PORT] = "loop_port",
+	[DDROP_BAD_SOURCE] = "bad_source", [DDROP_SEND_ERROR] = "send_error",
+};
+
 static const char *const aerr_names[AERR__COUNT] = {
 	[AERR_EMFILE] = "EMFILE", [AERR_ENFILE] = "ENFILE", [AERR_ENOBUFS] = "ENOBUFS",
 	[AERR_ENOMEM] = "ENOMEM", [AERR_OTHER] = "other",
@@ -256,6 +261,19 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	PW(b, m, "echod_multishot_rearms_total", "counter", rearms,
 	   "io_uring multishot accepts and receives armed again after they ended.");
 
+	PW(b, m, "echod_udp_received_datagrams_total", "counter", udp_rx_datagrams,
+	   "UDP datagrams received (each datagram of a GRO receive), echoed or dropped.");
+	PW(b, m, "echod_udp_received_bytes_total", "counter", udp_rx_bytes, "UDP bytes received.");
+	PW(b, m, "echod_udp_sent_datagrams_total", "counter", udp_tx_datagrams,
+	   "UDP datagrams echoed back to their source.");
+	PW(b, m, "echod_udp_sent_bytes_total", "counter", udp_tx_bytes, "UDP bytes echoed.");
+	per_worker_by(b, m, "echod_udp_dropped_datagrams_total",
+		      "UDP datagrams received and not echoed, by reason.", "reason", drop_names,
+		      DDROP__COUNT, offsetof(struct worker_counters, udp_drops));
+	PW(b, m, "echod_udp_gro_receives_total", "counter", udp_gro_receives,
+	   "UDP receives that coalesced several datagrams (UDP_GRO), echoed in one send.");
+	PW(b, m, "echod_udp_kernel_drops_total", "counter", udp_kernel_drops,
+	   "UDP datagrams the kernel dropped for lack of receive-buffer room (SO_RXQ_OVFL).");
 	per_worker_by(b, m, "echod_accept_errors_total", "accept() failures, by errno.",
 		      "errno", aerr_names, AERR__COUNT, offsetof(struct worker_counters, accept_errors));
 	per_worker_by(b, m, "echod_io_errors_total",

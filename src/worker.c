@@ -28,6 +28,9 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 	p->max_pending = cfg->max_pending;
 	p->idle_timeout_ms = cfg->idle_timeout * 1000u;
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
+	p->udp_gro = cfg->udp.gro;
+	p->n_loop_ports = cfg->udp.n_loop_ports;
+	memcpy(p->loop_ports, cfg->udp.loop_ports, sizeof(p->loop_ports));
 }
 
 static void worker_apply_params(struct worker *w, const struct worker_params *p)
@@ -45,6 +48,24 @@ static void worker_apply_params(struct worker *w, const struct worker_params *p)
 		share = 2;
 	w->cc.max_bufs = per_conn < share ? per_conn : share;
 	w->cc.buf_reserve = w->buffer_count / 8 ? w->buffer_count / 8 : 1;
+	dgram_set_params(&w->dc, p->udp_gro, p->loop_ports, p->n_loop_ports);
+}
+
+/* ---- UDP ---- */
+
+static bool udp_busy(struct worker *w)
+{
+	return w->n_udp && w->ops->udp_busy && w->ops->udp_busy(w);
+}
+
+/* Read the UDP sockets or not, and tell the backend. */
+static void udp_set_reading(struct worker *w, bool on)
+{
+	if (w->udp_reading == on)
+		return;
+	w->udp_reading = on;
+	if (w->n_udp && w->ops->update_udp)
+		w->ops->update_udp(w);
 }
 
 /* ---- clock ---- */
@@ -55,6 +76,7 @@ void worker_clock(struct worker *w)
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	w->cc.now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	w->dc.now_ms = w->cc.now_ms;
 }
 
 /* Hand-over: once every connection is idle (nothing in flight, and
@@ -77,9 +99,13 @@ static bool handover_done(struct worker *w)
 		    (c->pending && !late))
 			idle = false;      /* (a failed one is being closed) */
 	}
-	/* an accept still in flight could complete after the export */
-	if (!idle || (w->ops->accept_busy && w->ops->accept_busy(w)))
+	/* an accept still in flight could complete after the export; the
+	 * datagrams received go out before the new workers read the sockets */
+	if (!idle || (w->ops->accept_busy && w->ops->accept_busy(w)) || (udp_busy(w) && !late))
 		return false;
+	if (udp_busy(w))
+		log_warning("worker %u: hand-over: UDP echoes not sent within %u ms, dropped",
+			    w->id, w->handover_flush_ms);
 	free(w->exports);
 	w->exports = w->nconns ? calloc(w->nconns, sizeof(*w->exports)) : NULL;
 	w->n_exports = 0;
@@ -105,7 +131,10 @@ bool worker_finished(struct worker *w)
 		return handover_done(w);
 	if (w->state != WORKER_DRAINING)
 		return false;
-	return w->nconns == 0 || w->cc.now_ms >= w->drain_deadline_ms + DRAIN_GRACE_MS;
+	if (w->cc.now_ms >= w->drain_deadline_ms + DRAIN_GRACE_MS)
+		return true;
+	/* the UDP echoes queued go out until the deadline (then fini drops them) */
+	return w->nconns == 0 && (!udp_busy(w) || w->cc.now_ms >= w->drain_deadline_ms);
 }
 
 /* ---- control ---- */
@@ -128,7 +157,7 @@ void worker_control(struct worker *w)
 	struct conn_export *imports;
 	unsigned n_imports;
 	uint64_t v;
-	bool has_params, stop, handover;
+	bool has_params, stop, handover, udp_release;
 
 	if (read(w->ctl_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_errno(LOG_WARNING, errno, "worker %u: read eventfd", w->id);
@@ -139,6 +168,15 @@ void worker_control(struct worker *w)
 	p = w->ctl_params;
 	imports = w->ctl_imports;
 	n_imports = w->ctl_n_imports;
+	udp_release = w->ctl_udp_release;
+	if (udp_release) {
+		/* the kernel drops the old workers counted on these sockets */
+		for (unsigned k = 0; k < w->ctl_n_ovfl; k++)
+			for (unsigned i = 0; i < w->n_udp && i < DGRAM_MAX_SOCKETS; i++)
+				if (w->udp_fds[i] == w->ctl_ovfl_fd[k])
+					w->dc.ovfl_seen[i] = w->ctl_ovfl[k];
+	}
+	w->ctl_udp_release = false;
 	w->ctl_has_params = false;
 	w->ctl_imports = NULL;
 	w->ctl_n_imports = 0;
@@ -166,6 +204,7 @@ void worker_control(struct worker *w)
 		for (uint32_t i = w->lru.head; i != ILIST_NONE; i = w->conns[i].lru.next)
 			w->conns[i].flags |= CONN_FREEZE;
 		w->ops->update_accept(w);
+		udp_set_reading(w, false);
 		log_debug("worker %u: handing over %u connection(s)", w->id, w->nconns);
 		update_all_conns(w);
 		return;
@@ -173,6 +212,10 @@ void worker_control(struct worker *w)
 
 	if (has_params)
 		worker_apply_params(w, &p);
+	if (udp_release) {
+		w->udp_hold = false;
+		udp_set_reading(w, w->state == WORKER_RUNNING);
+	}
 	if (stop && w->state == WORKER_RUNNING) {
 		uint32_t i;
 
@@ -181,6 +224,7 @@ void worker_control(struct worker *w)
 		for (i = w->lru.head; i != ILIST_NONE; i = w->conns[i].lru.next)
 			w->conns[i].flags |= CONN_DRAIN;
 		w->ops->update_accept(w);
+		udp_set_reading(w, false);      /* then the queued echoes go out */
 		/* a listener of this worker's own stops listening now: new
 		 * clients are refused instead of waiting in its backlog; the
 		 * fd stays open (and inherited sockets are never touched) */
@@ -243,6 +287,18 @@ void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n)
 		w->ctl_imports = e;
 		w->ctl_n_imports = n;
 	}
+	pthread_mutex_unlock(&w->ctl_lock);
+	ctl_kick(w);
+}
+
+void worker_post_udp_release(struct worker *w, const int *fds, const uint32_t *ovfl,
+			     unsigned n)
+{
+	pthread_mutex_lock(&w->ctl_lock);
+	w->ctl_udp_release = true;
+	w->ctl_n_ovfl = n < LISTEN_MAX ? n : LISTEN_MAX;
+	memcpy(w->ctl_ovfl_fd, fds, w->ctl_n_ovfl * sizeof(*fds));
+	memcpy(w->ctl_ovfl, ovfl, w->ctl_n_ovfl * sizeof(*ovfl));
 	pthread_mutex_unlock(&w->ctl_lock);
 	ctl_kick(w);
 }
@@ -346,6 +402,8 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->state = WORKER_RUNNING;
 	w->accept_resume_ms = 0;
+	dgram_init(&w->dc, w->cc.ctr, w->id);
+	w->udp_reading = !w->udp_hold;
 	worker_apply_params(w, &w->params);
 	worker_clock(w);
 	err = worker_pin(w);

@@ -96,6 +96,10 @@ struct worker {
 	struct worker_params ctl_params;
 	struct conn_export *ctl_imports;    /* connections to adopt (malloc'd) */
 	unsigned ctl_n_imports;
+	bool ctl_udp_release;               /* clear udp_hold: start reading UDP */
+	unsigned ctl_n_ovfl;                /* with it: the kernel drops last seen per fd */
+	int ctl_ovfl_fd[LISTEN_MAX];
+	uint32_t ctl_ovfl[LISTEN_MAX];
 
 	/* thread plumbing */
 	pthread_t thread;
@@ -122,10 +126,18 @@ int worker_setup(struct worker *w);
 int worker_start(struct worker *w);
 /* New live parameters (applied by the worker at its next wake-up). */
 void worker_post_params(struct worker *w, const struct worker_params *p);
-/* Ask the worker to drain and exit. */
+/* Let a held worker (udp_hold) read its UDP sockets, once the workers it
+ * replaces are gone: fds[i] is a UDP socket on which they had seen the
+ * SO_RXQ_OVFL count ovfl[i] (so no kernel drop is counted twice). */
+void worker_post_udp_release(struct worker *w, const int *fds, const uint32_t *ovfl,
+			     unsigned n);
+/* Ask the worker to drain and exit: it stops accepting and reading (TCP
+ * and UDP), echoes what it holds (the UDP echoes queued until the
+ * deadline), then exits. */
 void worker_post_stop(struct worker *w);
-/* Ask the worker to stop accepting and reading, flush what it can within
- * flush_ms, then export every connection (w->exports) and exit. */
+/* Ask the worker to stop accepting and reading (TCP and UDP), flush what it
+ * can within flush_ms (the UDP echoes it queued too), then export every
+ * connection (w->exports) and exit. */
 void worker_post_handover(struct worker *w, unsigned flush_ms);
 /* Hand n connections to the worker (it takes the array). */
 void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n);

@@ -40,8 +40,23 @@ static void assign_listeners(struct worker *w, unsigned i, unsigned n,
 	}
 }
 
+/* The UDP sockets of sets[0..nsets) go to one worker each: socket k of
+ * set j to worker (j + k) % n.  A flow then stays on one worker (the
+ * kernel's SO_REUSEPORT hash picks one socket of a group), and two loops
+ * never read one socket (they could reorder a flow). */
+static void assign_udp(struct worker *w, unsigned i, unsigned n, const struct listen_set *sets,
+		       unsigned nsets)
+{
+	w->n_udp = 0;
+	for (unsigned j = 0; j < nsets; j++)
+		for (unsigned k = 0; k < sets[j].n_udp && w->n_udp < LISTEN_MAX; k++)
+			if ((j + k) % n == i)
+				w->udp_fds[w->n_udp++] = sets[j].udp[k].fd;
+}
+
 int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod_config *cfg,
-	       struct listen_set *sets, unsigned nsets, struct echod_shared *shared, int exit_fd)
+	       struct listen_set *sets, unsigned nsets, unsigned nudpsets, bool udp_hold,
+	       struct echod_shared *shared, int exit_fd)
 {
 	struct worker_params params;
 	unsigned n = cfg->n_cores ? cfg->n_cores : 1;
@@ -68,6 +83,8 @@ int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod
 		w->cc.ctr = &s->ctr[i];
 		w->exit_fd = exit_fd;
 		assign_listeners(w, i, n, sets, nsets);   /* after w->core */
+		assign_udp(w, i, n, sets, nudpsets);
+		w->udp_hold = udp_hold;
 		w->buffer_count = cfg->buffer_count;
 		w->buffer_size = cfg->buffer_size;
 		w->conn_cap = CONFIG_MAX_CONNECTIONS_MAX;
@@ -154,6 +171,22 @@ unsigned wset_handover(struct wset *s, unsigned flush_ms, struct conn_export **o
 	}
 	*out = all;
 	return total;
+}
+
+void wset_udp_release(struct wset *s, const struct wset *old)
+{
+	int fds[LISTEN_MAX];
+	uint32_t ovfl[LISTEN_MAX];
+	unsigned n = 0;
+
+	for (unsigned i = 0; old && i < old->n; i++)
+		for (unsigned k = 0; k < old->w[i].n_udp && k < DGRAM_MAX_SOCKETS && n < LISTEN_MAX;
+		     k++, n++) {
+			fds[n] = old->w[i].udp_fds[k];
+			ovfl[n] = old->w[i].dc.ovfl_seen[k];
+		}
+	for (unsigned i = 0; i < s->n; i++)
+		worker_post_udp_release(&s->w[i], fds, ovfl, n);
 }
 
 void wset_import(struct wset *s, struct conn_export *e, unsigned n)

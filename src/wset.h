@@ -19,10 +19,18 @@ struct wset {
 
 /* Start one worker per cfg core (one unpinned if none) on ops.  Worker i
  * watches the listener sets j with j % n == i (or set i % nsets when
- * there are fewer sets than workers).  On error every worker started is
+ * there are fewer sets than workers), and alone reads UDP socket k of set
+ * j < nudpsets when (j + k) % n == i.  With udp_hold, the workers read no
+ * UDP socket until wset_udp_release().  On error every worker started is
  * drained and s is left empty; 0 or -errno (logged). */
 int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod_config *cfg,
-	       struct listen_set *sets, unsigned nsets, struct echod_shared *shared, int exit_fd);
+	       struct listen_set *sets, unsigned nsets, unsigned nudpsets, bool udp_hold,
+	       struct echod_shared *shared, int exit_fd);
+
+/* Let held workers read their UDP sockets, once old (the set they
+ * replace, stopped or handed over, not yet freed; or NULL) is gone: the
+ * kernel drops old saw are not counted again. */
+void wset_udp_release(struct wset *s, const struct wset *old);
 
 void wset_post_params(struct wset *s, const struct worker_params *p);
 

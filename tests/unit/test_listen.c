@@ -492,6 +492,42 @@ static void test_names(void)
 	}
 }
 
+/* A bound UDP socket beside a TCP listener, and a metrics fd: the datagram
+ * socket goes to ls.udp, whatever its name, and is made non-blocking. */
+static void test_datagram(void)
+{
+	struct listen_set ls;
+	int t = loop_socket(AF_INET, SOCK_STREAM, true, true);
+	int u = loop_socket(AF_INET6, SOCK_DGRAM, true, false);
+	uint16_t up = sock_port(u);
+	char want[64];
+	int r;
+
+	place(t, 3);
+	place(u, 4);
+	set_env("self", "2", "echo:echo-udp");
+	listen_set_init(&ls);
+	capture_start();
+	r = listen_adopt(&ls);
+	capture_end();
+	snprintf(want, sizeof(want), "UDP echo on [::1]:%u (fd 4", up);
+	tap_ok(r == 1 && ls.n == 1 && ls.l[0].fd == 3 && ls.n_udp == 1 && ls.udp[0].fd == 4 &&
+	       ls.udp[0].inherited && ls.udp[0].family == AF_INET6 && ls.activated,
+	       "a TCP listener and a bound UDP socket: 1 listener, 1 UDP socket (got %d)", r);
+	tap_ok(strstr(cap_buf, want) != NULL && fdu_nonblock(4) && fdu_listen_env_clean(),
+	       "the UDP socket: logged \"%s...\", non-blocking, variables unset", want);
+	fdu_close_range(3, LOW_LIMIT);
+
+	/* a datagram socket alone (echod-udp.socket without echod.socket) */
+	place(loop_socket(AF_INET, SOCK_DGRAM, true, false), 3);
+	set_env("self", "1", "anything");
+	listen_set_init(&ls);
+	r = listen_adopt(&ls);
+	tap_ok(r == 0 && ls.n == 0 && ls.n_udp == 1 && ls.udp[0].fd == 3 && ls.activated,
+	       "a UDP socket alone: no listener, 1 UDP socket, activated (got %d)", r);
+	fdu_close_range(3, LOW_LIMIT);
+}
+
 static void test_bad_fd(const char *what, int fd, int expect)
 {
 	struct listen_set ls;
@@ -529,7 +565,10 @@ static void test_bad_fds(void)
 	int p[2];
 	int u;
 
-	test_bad_fd("a UDP socket", loop_socket(AF_INET, SOCK_DGRAM, true, false), -EINVAL);
+	/* a bound UDP socket is a UDP echo socket (test_datagram); an unbound
+	 * one is nothing echod could serve */
+	test_bad_fd("an unbound UDP socket", loop_socket(AF_INET, SOCK_DGRAM, false, false),
+		    -EINVAL);
 	test_bad_fd("a bound, not listening TCP socket",
 		    loop_socket(AF_INET6, SOCK_STREAM, true, false), -EINVAL);
 	test_bad_fd("an unbound TCP socket",
@@ -704,6 +743,7 @@ int main(void)
 	test_two();
 	test_names();
 	test_bad_fds();
+	test_datagram();
 	test_bind();
 	test_sockname();
 	return tap_done();
