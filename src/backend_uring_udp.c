@@ -20,8 +20,13 @@
  * A receive that finds the ring empty ends with -ENOBUFS: the socket is
  * not re-armed until buffers have come back (the kernel's receive queue
  * holds the datagrams meanwhile), and each exhaustion is counted once.
- * Drain and hand-over clear w->udp_reading: the receives are cancelled,
- * the queued echoes still go out, and ur_udp_busy says when all is done.
+ * A send the socket cannot take now does not come back as -EAGAIN: the
+ * kernel waits for room and the chain behind it waits too, holding its
+ * buffers; reading goes on only while the ring has buffers left, so the
+ * overload ends up in the socket's receive queue, not in echod's memory.
+ * Drain and hand-over clear w->udp_reading (update_udp): the receives are
+ * cancelled, what they had received and the queued echoes still go out,
+ * and ur_udp_busy says when all is done.
  */
 #include "backend_uring.h"
 
