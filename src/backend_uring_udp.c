@@ -124,8 +124,13 @@ static void uu_received(struct worker *w, unsigned i, uint32_t bid, int res)
 		uu_buf_release(ur, bid);
 		return;
 	}
-	if (o->namelen > s->rmsg.msg_namelen ||
-	    dgram_check(&w->dc, io_uring_recvmsg_name(o), (socklen_t)o->namelen,
+	if (o->namelen > s->rmsg.msg_namelen) {
+		/* a source address cut short (not IPv4 or IPv6): no reply */
+		dgram_drop(&w->dc, DDROP_BAD_SOURCE, dgram_count(len, gso));
+		uu_buf_release(ur, bid);
+		return;
+	}
+	if (dgram_check(&w->dc, io_uring_recvmsg_name(o), (socklen_t)o->namelen,
 			dgram_count(len, gso))) {
 		uu_buf_release(ur, bid);
 		return;
