@@ -427,8 +427,10 @@ static void reload(struct control *ctl)
 	}
 	if (changed & CONFIG_CHANGED_LOG_LEVEL)
 		log_set_level(next.log_level);
-	if ((changed & CONFIG_CHANGED_UDP) && listen_udp_options(ctl->sets, ctl->nalloc, &next) < 0)
+	if ((changed & CONFIG_CHANGED_UDP) && listen_udp_options(ctl->sets, ctl->nalloc, &next) < 0) {
+		atomic_store(&ctl->metrics.last_reload_ok, 0);
 		partial = true;
+	}
 	atomic_store_explicit(&ctl->shared.max_connections, next.max_connections,
 			      memory_order_relaxed);
 	atomic_store(&ctl->metrics.max_connections, next.max_connections);

@@ -10,16 +10,6 @@
 
 #include "log.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-
 _Static_assert(DGRAM_CMSG_SPACE >= CMSG_SPACE(sizeof(uint16_t)), "room for UDP_SEGMENT");
 
 static const char *const drop_names[DDROP__COUNT] = {
@@ -41,7 +31,8 @@ void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports
 		n_loop_ports = CONFIG_MAX_LOOP_PORTS;
 	dc->gro = gro;
 	dc->n_loop_ports = n_loop_ports;
-	memcpy(dc->loop_ports, loop_ports, n_loop_ports * sizeof(*loop_ports));
+	if (n_loop_ports)
+		memcpy(dc->loop_ports, loop_ports, n_loop_ports * sizeof(*loop_ports));
 }
 
 /* ---- source checks ---- */

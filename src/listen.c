@@ -18,9 +18,6 @@
 
 #include "log.h"
 
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 #define METRICS_FD_NAME "metrics"
 

@@ -244,10 +244,11 @@ def backends():
     return v if v else ["epoll", "io_uring"]
 
 
-def free_port(host="127.0.0.1"):
-    """A TCP port free right now on host (bind port 0, read, close)."""
+def free_port(host="127.0.0.1", kind=socket.SOCK_STREAM):
+    """A TCP (or, with kind=SOCK_DGRAM, UDP) port free right now on host
+    (bind port 0, read, close)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
+    with socket.socket(fam, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 

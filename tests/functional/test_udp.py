@@ -26,10 +26,7 @@ tap = Tap(timeout=600)
 
 
 def udp_port(host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_port(host, socket.SOCK_DGRAM)
 
 
 def payload(seq, n):
@@ -63,6 +60,18 @@ def recv_or_none(s, timeout):
         return s.recvfrom(70000)[0]
     except socket.timeout:
         return None
+
+
+def drain(s, probe=b"probe"):
+    """Read every reply waiting on non-blocking s: (replies, corrupt ones)."""
+    n = bad = 0
+    while True:
+        try:
+            r = s.recv(70000)
+        except BlockingIOError:
+            return n, bad
+        n += 1
+        bad += r != probe and (not valid(r) or len(r) != 1024)
 
 
 def metrics(mport):
@@ -240,13 +249,9 @@ for be in backends():
                         sent += 60
                     except (BlockingIOError, OSError):
                         break
-                while True:
-                    try:
-                        r = s.recv(70000)
-                    except BlockingIOError:
-                        break
-                    replies += 1
-                    corrupt += not valid(r) or len(r) != 1024
+                n, bad = drain(s)
+                replies += n
+                corrupt += bad
         # the kernel's count shows with the next datagram queued on each
         # socket: probe until no new drop shows (both workers' sockets)
         time.sleep(0.5)
@@ -257,13 +262,9 @@ for be in backends():
         sent += 20 * len(senders)
         time.sleep(0.5)
         for s in senders:
-            while True:
-                try:
-                    r = s.recv(70000)
-                except BlockingIOError:
-                    break
-                replies += 1
-                corrupt += r != b"probe" and (not valid(r) or len(r) != 1024)
+            n, bad = drain(s)
+            replies += n
+            corrupt += bad
             s.close()
         after = poll_until(lambda: (lambda m: m if m["rx"] + m["kernel"] - before["rx"] -
                                     before["kernel"] >= sent else None)(metrics(mport)), 5) \

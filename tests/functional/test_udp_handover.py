@@ -24,9 +24,7 @@ ssa = SYSTEMD_SOCKET_ACTIVATE or "/usr/bin/systemd-socket-activate"
 
 
 def udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port(kind=socket.SOCK_DGRAM)
 
 
 def per_worker(mport, name):

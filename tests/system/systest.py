@@ -329,20 +329,21 @@ class Through:
             p.stop()
         self.pinger, self.prober = p, q
 
-    def report(self, tap, what, context=""):
-        """Two points: the established connections stayed byte-exact through
-        the action, and no new connection was refused, reset or unanswered."""
+    def report(self, tap, what, context="", label=None):
+        """Two points (named label: ..., what by default): the established
+        connections stayed byte-exact through the action (the what), and no
+        new connection was refused, reset or unanswered."""
         p = self.pinger
         tap.ok(self.alive and not p.errors and self.after > 0 and self.before > 0,
                "%s: 4 connections established before the %s stay connected and byte-exact "
-               "through it (%d round trips after it)" % (what, what, self.after),
+               "through it (%d round trips after it)" % (label or what, what, self.after),
                "%s\n%s" % (p.summary(), context))
         tap.diag("client: " + p.summary())
         n, errs, worst = self.prober.stats()
         nw, _errs, _worst = self.prober.stats(self.t0, self.t1)
         tap.ok(n > 0 and nw > 0 and not errs,
                "%s: a client connecting repeatedly during the %s never sees ECONNREFUSED, a "
-               "reset or a missing echo" % (what, what),
+               "reset or a missing echo" % (label or what, what),
                "probes: %d (%d during the %s), errors: %r, slowest %.2f s"
                % (n, nw, what, errs, worst))
         tap.diag("probes: %d in all, %d during the %.2f s %s, errors %s, slowest %.3f s"
@@ -394,3 +395,98 @@ def guarded(tap):
         signal.alarm(0)
         abort_clients()
         echodtest.kill_children()
+
+
+class UdpStream:
+    """Numbered datagrams of 1 KiB sent to 127.0.0.1:port at a steady pace
+    from one socket, and their echoes collected by a second thread: what
+    was lost, corrupted, duplicated or reordered, for a restart in between.
+    start(), then stop(drain) returns the summary dict."""
+
+    def __init__(self, port, interval=0.001, size=1024):
+        self.port, self.interval, self.size = port, interval, size
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.s.connect(("127.0.0.1", port))
+        self.s.settimeout(0.2)
+        self.sent = 0
+        self.got = []
+        self.bad = 0
+        self.stop_ev = threading.Event()
+        self.done_ev = threading.Event()
+        self.threads = []
+
+    def payload(self, i):
+        head = i.to_bytes(8, "big")
+        return head + _PATTERN[(i * 7919) % 4096:][:self.size - 8]
+
+    def _send(self):
+        nxt = time.monotonic()
+        while not self.stop_ev.is_set():
+            try:
+                self.s.send(self.payload(self.sent))
+                self.sent += 1
+            except OSError:
+                pass
+            nxt += self.interval
+            self.stop_ev.wait(max(0.0, nxt - time.monotonic()))
+
+    def _recv(self):
+        while not self.done_ev.is_set():
+            try:
+                d = self.s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                continue
+            i = int.from_bytes(d[:8], "big") if len(d) >= 8 else -1
+            if i < 0 or d != self.payload(i):
+                self.bad += 1
+            else:
+                self.got.append(i)
+
+    def start(self):
+        _ACTIVE.add(self)
+        for fn in (self._send, self._recv):
+            t = threading.Thread(target=fn, daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def abort(self):
+        self.stop_ev.set()
+        self.done_ev.set()
+        _ACTIVE.discard(self)
+
+    def stop(self, drain=3.0):
+        self.stop_ev.set()
+        self.threads[0].join(5)
+        end = time.monotonic() + drain
+        while len(self.got) + self.bad < self.sent and time.monotonic() < end:
+            time.sleep(0.05)
+        self.done_ev.set()
+        self.threads[1].join(5)
+        _ACTIVE.discard(self)
+        self.s.close()
+        got = self.got
+        return {"sent": self.sent, "echoed": len(got), "lost": self.sent - len(set(got)),
+                "corrupt": self.bad, "duplicated": len(got) - len(set(got)),
+                "reordered": sum(1 for a, b in zip(got, got[1:]) if b < a)}
+
+
+def udp_echo(port, payloads, host="127.0.0.1", timeout=5):
+    """Each payload sent as one datagram and its echo awaited: the payloads
+    whose echo did not come back whole (a list of their sizes)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bad = []
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        s.settimeout(timeout)
+        for p in payloads:
+            try:
+                s.send(p)
+                if s.recv(65536) != p:
+                    bad.append(len(p))
+            except OSError:
+                bad.append(len(p))
+    return bad

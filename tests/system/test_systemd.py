@@ -28,6 +28,7 @@ Prints "1..0 # SKIP reason" when the harness cannot run here.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "functional"))
 import nspawn        # noqa: E402
 import echodtest     # noqa: E402
-from systest import (MiB, Pinger, Through, container_run, free_port_dual,  # noqa: E402
-                     guarded, http_get, make_env, mval, port_closed, run_steps, scrape)
+from systest import (MiB, Pinger, Through, UdpStream, container_run,  # noqa: E402
+                     free_port_dual, guarded, http_get, make_env, mval, port_closed,
+                     run_steps, scrape, udp_echo)
 
 BUILD_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_TIMEOUT", "900"))
 RUN_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_RUN_TIMEOUT", "170"))
@@ -79,8 +81,9 @@ def make_vars(builddir, names):
 # ------------------------------------------------------------------- checks
 
 class SystemTest:
-    def __init__(self, tap, c, paths, echo_port, metrics_port):
+    def __init__(self, tap, c, paths, echo_port, metrics_port, udp_port):
         self.tap, self.c = tap, c
+        self.udp_port = udp_port
         self.conf = paths["conf"]
         self.unit_path = paths["unit"]
         self.man_env = paths["man_env"]
@@ -449,6 +452,53 @@ class SystemTest:
                    "%s\nman -w: %s\n%s" % (r.diag()[:1500], w.stdout.strip(),
                                             w.stderr.strip()))
 
+    # --- 6b
+    def check_udp(self):
+        """echod-udp.socket turned on while echod runs: systemd starts a
+        socket unit only while its service is stopped, so the way is enable
+        + restart (WantedBy=echod.service starts the socket between the
+        restart's stop and start; TCP connections survive through the fd
+        store); datagrams of every size come back whole; a restart loses
+        none (the socket's queue holds them meanwhile); disabled again."""
+        tap, c = self.tap, self.c
+        pid0 = self.main_pid()
+        r0 = c.systemctl("enable", "echod-udp.socket")
+        th = Through(self.echo_port,
+                     lambda: c.systemctl("restart", "echod.service", timeout=60),
+                     lambda: (self.wait_active("echod.service", "active", 15), self.main_pid()))
+        r, (st, pid1) = th.result, th.state
+        tap.ok(r0.ok and r.ok and st == "active" and pid1 not in (0, pid0) and
+               self.is_active("echod-udp.socket") == "active",
+               "udp: systemctl enable echod-udp.socket && systemctl restart echod: the socket "
+               "is active and echod (MainPID %d -> %d) took it" % (pid0, pid1),
+               r0.diag() + "\n" + r.diag() + "\n" + self.jtail())
+        th.report(tap, "restart", self.jtail(), label="udp")
+        sizes = [0, 1, 1472, 8192, 65507]
+        bad = udp_echo(self.udp_port, [bytes((i * 131 + n) & 0xff for i in range(n))
+                                       for n in sizes])
+        tap.ok(not bad, "udp: datagrams of %s bytes come back whole through the activated "
+               "socket" % ", ".join(map(str, sizes)), "not back whole: %r\n%s"
+               % (bad, self.jtail()))
+        got = mval(scrape(self.metrics_port), "echod_udp_received_datagrams_total")
+        tap.ok(got is not None and got >= len(sizes),
+               "udp: echod_udp_received_datagrams_total counts them (%s)" % got)
+        mark = len(self.jlines())
+        st = UdpStream(self.udp_port).start()
+        time.sleep(0.5)
+        r = c.systemctl("restart", "echod.service", timeout=60)
+        self.wait_active("echod.service", "active", 15)
+        time.sleep(0.5)
+        res = st.stop()
+        tap.diag("udp through a restart: %r" % res)
+        tap.ok(r.ok and res["sent"] > 500 and res["lost"] == 0 and res["corrupt"] == 0 and
+               res["duplicated"] == 0 and res["reordered"] == 0,
+               "udp: %d datagrams sent across systemctl restart echod: none lost, corrupted, "
+               "duplicated or reordered (the socket's queue holds them meanwhile)"
+               % res["sent"], "%r\n%s" % (res, self.jtail(mark)))
+        r = c.systemctl("disable", "--now", "echod-udp.socket")
+        tap.ok(r.ok and self.is_active("echod-udp.socket") == "inactive",
+               "udp: systemctl disable --now echod-udp.socket", r.diag())
+
     # --- 7
     def check_restart(self):
         tap, c = self.tap, self.c
@@ -586,8 +636,9 @@ def main():
         echo_port, metrics_port = free_port_dual(), echodtest.free_port()
         while metrics_port == echo_port:
             metrics_port = echodtest.free_port()
-        tap.diag("build dir %s (prefix %s); echo port %d, metrics port %d"
-                 % (BUILDDIR, mv["prefix"], echo_port, metrics_port))
+        udp_port = echodtest.free_port(kind=socket.SOCK_DGRAM)
+        tap.diag("build dir %s (prefix %s); echo port %d, metrics port %d, UDP port %d"
+                 % (BUILDDIR, mv["prefix"], echo_port, metrics_port, udp_port))
 
         with nspawn.Container(root) as c, container_run(tap, c):
             ok, out = install(tap, c)
@@ -605,7 +656,9 @@ def main():
             c.write_file("/etc/systemd/system/echod-metrics.socket.d/test.conf",
                          "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n"
                          % metrics_port)
-            t = SystemTest(tap, c, paths, echo_port, metrics_port)
+            c.write_file("/etc/systemd/system/echod-udp.socket.d/test.conf",
+                         "[Socket]\nListenDatagram=\nListenDatagram=127.0.0.1:%d\n" % udp_port)
+            t = SystemTest(tap, c, paths, echo_port, metrics_port, udp_port)
             t.write_config()
 
             state = c.boot()
@@ -625,6 +678,7 @@ def main():
                             ("live reload", t.check_live_reload),
                             ("hardening", t.check_hardening),
                             ("man", t.check_man),
+                            ("udp", t.check_udp),
                             ("restart", t.check_restart),
                             ("stop", t.check_stop)),
                       lambda: t.jtail(n=20))
