@@ -15,6 +15,7 @@
  * (backend_uring_setup.c).
  * Buffer exhaustion (-ENOBUFS) ends a connection's multishot recv: the
  * connection waits on a list and is re-armed only as buffers come back.
+ * The UDP sockets have their own buffer ring (backend_uring_udp.c).
  */
 #include "backend_uring.h"
 
@@ -32,8 +33,6 @@
 #include "log.h"
 #include "worker.h"
 
-enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL, UOP_POLL };
-
 /* conn.bstate */
 #define UB_RECV        (1u << 0)   /* multishot recv armed */
 #define UB_SEND        (1u << 1)   /* a send in flight */
@@ -49,19 +48,10 @@ enum ur_op { UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL, 
 
 #define WAIT offsetof(struct conn, wait)
 
-static inline uint64_t ud_make(enum ur_op op, uint32_t gen, uint32_t idx)
-{
-	return (uint64_t)op << 56 | (uint64_t)(gen & CONN_GEN_MASK) << 32 | idx;
-}
-
-static inline enum ur_op ud_op(uint64_t ud) { return (enum ur_op)(ud >> 56); }
-static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & CONN_GEN_MASK; }
-static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
-
 
 /* ---- submission helpers ---- */
 
-static struct io_uring_sqe *ur_sqe(struct worker *w)
+struct io_uring_sqe *ur_sqe(struct worker *w)
 {
 	struct ur *ur = w->be;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&ur->ring);
@@ -83,7 +73,7 @@ static struct io_uring_sqe *ur_sqe(struct worker *w)
 
 static void ur_publish_buffers(struct ur *ur)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < UR_NGROUPS; i++) {
 		if (ur->g[i].pending) {
 			io_uring_buf_ring_advance(ur->g[i].br, ur->g[i].pending);
 			ur->g[i].pending = 0;
@@ -524,6 +514,12 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 	case UOP_POLL:
 		ur_on_poll(w, cqe);
 		break;
+	case UOP_URECV:
+	case UOP_USEND:
+	case UOP_UPOLL:
+	case UOP_UTIMER:
+		ur_udp_handle(w, cqe);
+		break;
 	case UOP_CTL:
 		if (cqe->res < 0 && cqe->res != -ECANCELED)
 			log_errno(LOG_WARNING, cqe->res, "worker %u: read eventfd", w->id);
@@ -574,6 +570,7 @@ static int ur_init(struct worker *w)
 	w->cc.pool.nfree = 0;
 	for (uint32_t b = 0; b < w->buffer_count; b++)
 		ur_buf_release(&w->cc, b);
+	ur_udp_init(w);
 	ur_publish_buffers(ur);
 	ur_arm_ctl(w);
 	ur_update_accept(w);
@@ -613,6 +610,7 @@ static int ur_run(struct worker *w)
 		io_uring_cq_advance(&ur->ring, n);
 		worker_tick(w);
 		ur_feed_starved(w);     /* after the tick: its closes free buffers too */
+		ur_udp_sync(w);
 	}
 	return 0;
 }
@@ -630,6 +628,7 @@ static void ur_fini(struct worker *w)
 		close(c->fd);
 		worker_conn_free(w, c);
 	}
+	ur_udp_fini(w);
 	ur_teardown(ur);
 	w->be = NULL;
 }
@@ -644,6 +643,8 @@ const struct backend_ops backend_io_uring = {
 	.adopt_conn = ur_adopt_conn,
 	.conn_busy = ur_conn_busy,
 	.accept_busy = ur_accept_busy,
+	.update_udp = ur_udp_sync,
+	.udp_busy = ur_udp_busy,
 	.fini = ur_fini,
 };
 

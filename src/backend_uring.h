@@ -1,8 +1,8 @@
 /* backend_uring.h - the io_uring backend's private header, shared by
  * backend_uring.c (the event loop: submissions, completions, connection
- * state) and backend_uring_setup.c (the ring: probe, creation, op
- * restrictions, provided-buffer rings).  Nothing outside the io_uring
- * backend includes it (tests excepted). */
+ * state), backend_uring_udp.c (the UDP echo) and backend_uring_setup.c
+ * (the ring: probe, creation, op restrictions, provided-buffer rings).
+ * Nothing outside the io_uring backend includes it (tests excepted). */
 #ifndef ECHOD_BACKEND_URING_H
 #define ECHOD_BACKEND_URING_H
 
@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "dgram.h"
 #include "listen.h"
 
 struct worker;
@@ -25,7 +26,33 @@ struct worker;
 #define UR_BGID_RESV   1       /* the reserve: one buffer at a time, only for
 				* connections holding none, so clients that
 				* never read cannot pin every buffer */
+#define UR_BGID_UDP    2       /* the UDP sockets' datagram buffers */
+#define UR_NGROUPS     3
 #define UR_TX_IOV      8       /* buffers one send may gather (sendmsg) */
+
+/* UDP: each buffer holds the largest datagram (or GRO-coalesced receive)
+ * after the recvmsg_out header, the source address and the control data.
+ * Fixed count and size, set up with the ring, touched as used. */
+#define UR_UDP_BUFS     256     /* per worker; ECHOD_URING_UDP_BUFFERS (8..4096) */
+#define UR_UDP_NAMELEN  ((unsigned)sizeof(struct sockaddr_storage))
+
+/* What a completion is for, in the top 8 bits of its user_data. */
+enum ur_op {
+	UOP_NONE = 0, UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_CTL, UOP_CANCEL, UOP_POLL,
+	UOP_URECV,      /* UDP multishot recvmsg: idx = socket */
+	UOP_USEND,      /* UDP echo sendmsg: gen = socket, idx = buffer */
+	UOP_UPOLL,      /* UDP POLLOUT heading a chain after -EAGAIN: idx = socket */
+	UOP_UTIMER,     /* UDP re-arm delayed after recv errors: idx = socket */
+};
+
+static inline uint64_t ud_make(enum ur_op op, uint32_t gen, uint32_t idx)
+{
+	return (uint64_t)op << 56 | (uint64_t)(gen & CONN_GEN_MASK) << 32 | idx;
+}
+
+static inline enum ur_op ud_op(uint64_t ud) { return (enum ur_op)(ud >> 56); }
+static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & CONN_GEN_MASK; }
+static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
 
 
 /* A send gathering several buffers: the kernel reads msg and iov while
@@ -44,9 +71,47 @@ struct ur_group {
 	uint32_t nfree;                 /* buffers the kernel may pick */
 };
 
+/* The echo of one received UDP buffer: the kernel reads msg, iov and
+ * cbuf while its sendmsg is in flight, so each buffer has its own. */
+struct ur_utx {
+	struct msghdr msg;
+	struct iovec iov;
+	uint32_t next;                  /* the socket's FIFO: next buffer, or UR_UNONE */
+	uint16_t gso;                   /* GRO segment size, 0 if none */
+	uint8_t state;                  /* UT_* (backend_uring_udp.c) */
+	char cbuf[DGRAM_CMSG_SPACE] __attribute__((aligned(8)));
+};
+#define UR_UNONE UINT32_MAX
+
+/* One UDP socket of the worker. */
+struct ur_usock {
+	struct msghdr rmsg;             /* the multishot recvmsg's layout: name and
+					   control lengths (the kernel reads it at prep) */
+	uint32_t q_head, q_tail;        /* echoes, in receive order */
+	uint32_t chain;                 /* ops of the chain in flight */
+	unsigned errs;                  /* receive errors in a row */
+	bool armed;                     /* multishot recvmsg armed (or its cancel pending) */
+	bool cancelling;                /* its cancel issued */
+	bool starved;                   /* ended on -ENOBUFS: re-armed once buffers return */
+	bool timer;                     /* a delayed re-arm pending */
+	bool poll_first;                /* a send saw -EAGAIN: the next chain waits for POLLOUT */
+};
+
+struct ur_udp {
+	char *bufs;                     /* nbufs x size */
+	size_t bufs_maplen;
+	uint32_t nbufs, size;
+	uint32_t returned;              /* buffers back since the last ur_udp_sync */
+	struct ur_utx *tx;              /* one per buffer */
+	size_t tx_maplen;
+	struct ur_usock s[LISTEN_MAX];
+	bool exhausted;                 /* the ring ran dry: counted once, until re-armed */
+	struct __kernel_timespec delay; /* a delayed re-arm's timeout */
+};
+
 struct ur {
 	struct io_uring ring;
-	struct ur_group g[2];           /* UR_BGID_MAIN, UR_BGID_RESV */
+	struct ur_group g[UR_NGROUPS];  /* UR_BGID_MAIN, UR_BGID_RESV, UR_BGID_UDP */
 	uint32_t resv_first;            /* bids from here on belong to the reserve */
 	bool mshot_limit;               /* kernel takes a multishot recv byte limit */
 	bool accept_armed[LISTEN_MAX];
@@ -54,7 +119,8 @@ struct ur {
 	struct ilist starved;           /* connections waiting for buffers */
 	struct ur_tx *tx;               /* one per connection slot, touched as used */
 	size_t tx_maplen;
-	char features[160];
+	struct ur_udp u;
+	char features[200];
 };
 
 
@@ -74,5 +140,22 @@ int ur_probe(const struct echod_config *cfg, char *why, size_t whylen);
 int ur_setup(struct worker *w, struct ur **out);
 /* Undo ur_setup: the ring's teardown cancels whatever is in flight. */
 void ur_teardown(struct ur *ur);
+
+/* A free SQE, submitting what is queued when the SQ is full. */
+struct io_uring_sqe *ur_sqe(struct worker *w);
+
+/* UDP (backend_uring_udp.c).  Give every UDP buffer to the kernel and
+ * arm the sockets' receives (if w->udp_reading). */
+void ur_udp_init(struct worker *w);
+/* A completion of a UOP_U* op. */
+void ur_udp_handle(struct worker *w, struct io_uring_cqe *cqe);
+/* Once per loop pass, after the completions: start or stop reading per
+ * w->udp_reading, re-arm ended receives (starved ones once buffers came
+ * back), submit each socket's queued echoes as one linked chain. */
+void ur_udp_sync(struct worker *w);
+/* backend_ops.udp_busy: a receive still armed, or echoes queued or in flight. */
+bool ur_udp_busy(struct worker *w);
+/* Before the ring's teardown: count the echoes that will not go out. */
+void ur_udp_fini(struct worker *w);
 
 #endif

@@ -32,22 +32,29 @@ const char *ur_flags_name(unsigned flags)
 	return "no task-run flags";
 }
 
-/* CQ size: UR_CQ_ENTRIES, or ECHOD_URING_CQ_ENTRIES (16..65536), a knob
- * for tests (forcing CQ overflow) and for tuning. */
-static unsigned ur_cq_entries(void)
+/* A tuning knob from the environment: name's value if in lo..hi, else
+ * dflt (logged when set but out of range). */
+static unsigned ur_env_uint(const char *name, unsigned lo, unsigned hi, unsigned dflt)
 {
-	const char *s = getenv("ECHOD_URING_CQ_ENTRIES");
+	const char *s = getenv(name);
 	char *end;
 	unsigned long v;
 
 	if (!s || !*s)
-		return UR_CQ_ENTRIES;
+		return dflt;
 	v = strtoul(s, &end, 10);
-	if (*end || v < 16 || v > 65536) {
-		log_warning("ECHOD_URING_CQ_ENTRIES=%s: not in 16..65536, using %u", s, UR_CQ_ENTRIES);
-		return UR_CQ_ENTRIES;
+	if (*end || v < lo || v > hi) {
+		log_warning("%s=%s: not in %u..%u, using %u", name, s, lo, hi, dflt);
+		return dflt;
 	}
 	return (unsigned)v;
+}
+
+/* CQ size: UR_CQ_ENTRIES, or ECHOD_URING_CQ_ENTRIES (16..65536), a knob
+ * for tests (forcing CQ overflow) and for tuning. */
+static unsigned ur_cq_entries(void)
+{
+	return ur_env_uint("ECHOD_URING_CQ_ENTRIES", 16, 65536, UR_CQ_ENTRIES);
 }
 
 int ur_ring_create(struct io_uring *ring, unsigned extra, unsigned *used)
@@ -81,12 +88,13 @@ int ur_register(struct io_uring *ring, unsigned op, const void *arg, unsigned nr
 	return ret < 0 ? -errno : 0;
 }
 
-/* The ops echod submits, and nothing else. */
+/* The ops echod submits, and nothing else; the only SQE flags are
+ * buffer selection (receives) and links (UDP echoes, in order). */
 int ur_restrict(struct io_uring *ring)
 {
 	static const uint8_t ops[] = {
-		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_READ, IORING_OP_POLL_ADD,
-		IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
+		IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_RECVMSG, IORING_OP_SENDMSG,
+		IORING_OP_READ, IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
 	};
 	struct io_uring_restriction res[sizeof(ops) + 2];
 	unsigned n = 0;
@@ -97,7 +105,7 @@ int ur_restrict(struct io_uring *ring)
 		res[n++].sqe_op = ops[i];
 	}
 	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-	res[n++].sqe_flags = IOSQE_BUFFER_SELECT;
+	res[n++].sqe_flags = IOSQE_BUFFER_SELECT | IOSQE_IO_LINK;
 	res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
 	res[n++].register_op = IORING_UNREGISTER_RING_FDS;
 	return ur_register(ring, IORING_REGISTER_RESTRICTIONS, res, n);
@@ -165,11 +173,15 @@ int ur_probe(const struct echod_config *cfg, char *why, size_t whylen)
 
 static void ur_free(struct ur *ur)
 {
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < UR_NGROUPS; i++)
 		if (ur->g[i].br)
 			munmap(ur->g[i].br, ur->g[i].maplen);
 	if (ur->tx)
 		munmap(ur->tx, ur->tx_maplen);
+	if (ur->u.bufs)
+		munmap(ur->u.bufs, ur->u.bufs_maplen);
+	if (ur->u.tx)
+		munmap(ur->u.tx, ur->u.tx_maplen);
 	free(ur);
 }
 
@@ -204,6 +216,52 @@ static int ur_group_setup(struct worker *w, struct ur *ur, int bgid, uint32_t n)
 	return err;
 }
 
+/* UDP buffers per worker: UR_UDP_BUFS, or ECHOD_URING_UDP_BUFFERS
+ * (8..4096), a knob for tests (forcing exhaustion) and for tuning. */
+static uint32_t ur_udp_bufs(void)
+{
+	return ur_env_uint("ECHOD_URING_UDP_BUFFERS", 8, 4096, UR_UDP_BUFS);
+}
+
+/* Anonymous memory for len bytes, reserved now, touched as used. */
+static void *ur_map(struct worker *w, size_t len, const char *what)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED) {
+		snprintf(w->init_error, sizeof(w->init_error), "mmap of %zu bytes for %s: %s",
+			 len, what, strerror(errno));
+		return NULL;
+	}
+	return p;
+}
+
+/* The UDP sockets' buffers (each holds the largest datagram after the
+ * recvmsg_out header, name and control data), their send areas and
+ * their ring.  None without UDP sockets. */
+static int ur_udp_setup(struct worker *w, struct ur *ur)
+{
+	size_t need = sizeof(struct io_uring_recvmsg_out) + UR_UDP_NAMELEN + DGRAM_RX_CMSG_SPACE +
+		      DGRAM_MAX_PAYLOAD;
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (!w->n_udp)
+		return 0;
+	if (page <= 0)
+		page = 4096;
+	ur->u.nbufs = ur_udp_bufs();
+	ur->u.size = (uint32_t)((need + (size_t)page - 1) / (size_t)page * (size_t)page);
+	ur->u.bufs_maplen = (size_t)ur->u.nbufs * ur->u.size;
+	ur->u.bufs = ur_map(w, ur->u.bufs_maplen, "UDP buffers");
+	if (!ur->u.bufs)
+		return -ENOMEM;
+	ur->u.tx_maplen = (size_t)ur->u.nbufs * sizeof(struct ur_utx);
+	ur->u.tx = ur_map(w, ur->u.tx_maplen, "UDP send areas");
+	if (!ur->u.tx)
+		return -ENOMEM;
+	return ur_group_setup(w, ur, UR_BGID_UDP, ur->u.nbufs);
+}
 
 int ur_setup(struct worker *w, struct ur **out)
 {
@@ -227,19 +285,17 @@ int ur_setup(struct worker *w, struct ur **out)
 		return err;
 	}
 	ur->tx_maplen = (size_t)w->conn_cap * sizeof(struct ur_tx);
-	ur->tx = mmap(NULL, ur->tx_maplen, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (ur->tx == MAP_FAILED) {
-		err = -errno;
-		ur->tx = NULL;
-		snprintf(w->init_error, sizeof(w->init_error), "mmap of %u send slots: %s",
-			 w->conn_cap, strerror(-err));
+	ur->tx = ur_map(w, ur->tx_maplen, "send slots");
+	if (!ur->tx) {
+		err = -ENOMEM;
 		goto fail;
 	}
 	ur->resv_first = w->buffer_count - w->cc.buf_reserve;
 	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
 	if (!err)
 		err = ur_group_setup(w, ur, UR_BGID_RESV, w->cc.buf_reserve);
+	if (!err)
+		err = ur_udp_setup(w, ur);
 	if (err)
 		goto fail;
 	ur->mshot_limit = true;     /* until the kernel says otherwise */
@@ -258,10 +314,10 @@ int ur_setup(struct worker *w, struct ur **out)
 		goto fail;
 	}
 	snprintf(ur->features, sizeof(ur->features),
-		 "%s, %s, buffer rings %u + %u reserve x %u bytes%s, restricted",
+		 "%s, %s, buffer rings %u + %u reserve x %u bytes, UDP %u x %u bytes%s, restricted",
 		 ur_flags_name(flags),
 		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
-		 ur->resv_first, w->cc.buf_reserve, w->buffer_size,
+		 ur->resv_first, w->cc.buf_reserve, w->buffer_size, ur->u.nbufs, ur->u.size,
 		 regfd ? ", registered ring fd" : "");
 	*out = ur;
 	return 0;
