@@ -58,8 +58,10 @@
  * UDP_SEGMENT = L (one kernel pass per N), and the flow's socket has UDP_GRO
  * on so coalesced echoes come back as one receive, split by the UDP_GRO
  * segment size.  Receives are recvmmsg batches.  Open loop: datagram k of
- * flow i is due at t0 + (i + k*F)/R as above; a full window delays it (the
- * wait is in its latency); datagrams due by now go out together.
+ * flow i is due at t0 + (i + k*F)/R as above (with --gso N, in bursts of N
+ * due at once, spread evenly, so a burst goes out in one send); a full
+ * window delays a datagram (the wait is in its latency); datagrams due by
+ * now go out together.
  *
  * Output: one line of key=value pairs (or one JSON object with --json) on
  * stdout; exit 0.  Exit 1: a wrong or extra byte, or a fatal error (every
@@ -564,9 +566,15 @@ static void req_start(struct conn *c, uint64_t t_req)
 	req_send(c);
 }
 
-/* Open loop: due time of request k of connection i. */
+/* Open loop: due time of request k of connection i.  UDP with --gso N: the
+ * datagrams of a flow are due in bursts of N at once, burst b of flow i at
+ * t0 + (i + b*c)*N/R (the same mean rate, bursts evenly spread), so that a
+ * burst can leave in one UDP_SEGMENT send. */
 static inline uint64_t due_time(uint32_t i, uint64_t k)
 {
+	if (opt.udp && opt.gso > 1)
+		return t0 + (uint64_t)(((double)i + (double)(k / opt.gso) *
+					(double)opt.target.conns) * interval_ns * opt.gso);
 	return t0 + (uint64_t)(((double)i + (double)k * (double)opt.target.conns) * interval_ns);
 }
 
@@ -834,8 +842,8 @@ static void udp_mismatch(const struct conn *c, uint64_t s, const uint8_t *p)
 	while (p[UDP_HDR + k] == want[k])
 		k++;
 	fail("flow=%u datagram=%" PRIu64 " offset=%zu expected=0x%02x got=0x%02x"
-	     " (byte %zu of a %u-byte datagram, after its 8-byte sequence number)",
-	     c->idx, s, UDP_HDR + k, want[k], p[UDP_HDR + k], UDP_HDR + k, opt.payload);
+	     " (of a %u-byte datagram; bytes 0-7 are its sequence number)",
+	     c->idx, s, UDP_HDR + k, want[k], p[UDP_HDR + k], opt.payload);
 }
 
 /* One echoed datagram of len bytes at p. */
