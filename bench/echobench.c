@@ -509,23 +509,40 @@ static void conn_lost(struct conn *c, const char *what, int err)
 		fail("every connection lost; first: %s", first_error);
 }
 
-static void conn_open(struct conn *c)
+/* A non-blocking socket of type for connection (flow) c, or fail. */
+static int conn_socket(const struct conn *c, int type)
+{
+	int fd = socket(dst.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		fail("%s=%u socket: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
+		     cl_errname(errno), strerror(errno));
+	return fd;
+}
+
+/* Add c's socket to the epoll set (op EPOLL_CTL_ADD) or change its events. */
+static void conn_watch(const struct conn *c, int op, uint32_t events)
 {
 	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = events;
+	ev.data.u32 = c->idx;
+	if (epoll_ctl(epfd, op, c->fd, &ev) < 0)
+		fail("%s=%u epoll_ctl: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
+		     cl_errname(errno), strerror(errno));
+}
+
+static void conn_open(struct conn *c)
+{
 	int one = 1, fd;
 
-	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		fail("conn=%u socket: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	fd = conn_socket(c, SOCK_STREAM);
 	if (!opt.nagle)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	c->state = C_CONNECTING;
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-	ev.data.u32 = c->idx;
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		fail("conn=%u epoll_ctl: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	conn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0 && errno != EINPROGRESS)
 		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 }
@@ -676,34 +693,21 @@ static inline bool in_window(uint64_t t)
 /* Another flow socket: connected to the server, UDP_GRO on with --gso. */
 static void udp_open(struct conn *c)
 {
-	struct epoll_event ev;
 	int one = 1, fd;
 
-	fd = socket(dst.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		fail("flow=%u socket: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	fd = conn_socket(c, SOCK_DGRAM);
 	if (opt.gso && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
 		fail("flow=%u UDP_GRO: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0)
 		fail("flow=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	c->fd = fd;
 	c->state = C_IDLE;
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN | EPOLLET;      /* EPOLLOUT only while a send is blocked */
-	ev.data.u32 = c->idx;
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		fail("flow=%u epoll_ctl: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	conn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLET);  /* EPOLLOUT only while blocked */
 }
 
 static void udp_want_out(struct conn *c, bool on)
 {
-	struct epoll_event ev;
-
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN | EPOLLET | (on ? EPOLLOUT : 0);
-	ev.data.u32 = c->idx;
-	if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-		fail("flow=%u epoll_ctl: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	conn_watch(c, EPOLL_CTL_MOD, EPOLLIN | EPOLLET | (on ? EPOLLOUT : 0));
 	c->w_blocked = on;
 }
 

@@ -570,25 +570,41 @@ def print_rows(hdr, rows, left, groups):
         print(line(r))
 
 
+def cols(s, names):
+    """The formatted columns names of summary row s."""
+    f = {
+        "server": lambda: display(s["server"]),
+        "conns": lambda: str(s["conns"]),
+        "win": lambda: str(s["window"]),
+        "gso": lambda: "yes" if s["gso"] else "no",
+        "payload": lambda: str(s["payload"]),
+        "req_s": lambda: fmt_num(s["req_s"]),
+        "spread": lambda: ("-" if s["req_s_spread_pct"] is None
+                           else f"{s['req_s_spread_pct']:.0f}"),
+        "sat_p50": lambda: fmt_us(s["sat_p50_us"]),
+        "sat_p99": lambda: fmt_us(s["sat_p99_us"]),
+        "sat_p999": lambda: fmt_us(s["sat_p999_us"]),
+        "loss": lambda: fmt_loss(s["loss_pct"]),
+        "rate": lambda: fmt_num(s["rate"]),
+        "fix_p50": lambda: fmt_us(s["fixed_p50_us"]),
+        "fix_p99": lambda: fmt_us(s["fixed_p99_us"]),
+        "fix_p999": lambda: fmt_us(s["fixed_p999_us"]),
+        "fix_loss": lambda: fmt_loss(s["fixed_loss_pct"]),
+        "srv_us": lambda: fmt_num(s["server_cpu_us_per_req"], 2),
+        "srv": lambda: fmt_pct(s["server_cpu_util"]),
+        "cli": lambda: fmt_pct(s["client_cpu_util"]),
+        "rss": lambda: fmt_num(s["rss_mib"], 1),
+        "note": lambda: ", ".join(notes(s)),
+    }
+    return tuple(f[n]() for n in names)
+
+
 def print_table(summary):
     hdr = ("backend", "conns", "payload", "req/s", "±%", "sat p50", "p99", "p99.9",
            "rate/s", "fix p50", "p99", "p99.9", "srv µs/req", "srv%", "cli%", "RSS MiB", "note")
-    rows = []
-    for s in summary:
-        rows.append((
-            display(s["server"]),
-            str(s["conns"]), str(s["payload"]),
-            fmt_num(s["req_s"]),
-            "-" if s["req_s_spread_pct"] is None else f"{s['req_s_spread_pct']:.0f}",
-            fmt_us(s["sat_p50_us"]), fmt_us(s["sat_p99_us"]), fmt_us(s["sat_p999_us"]),
-            fmt_num(s["rate"]),
-            fmt_us(s["fixed_p50_us"]), fmt_us(s["fixed_p99_us"]), fmt_us(s["fixed_p999_us"]),
-            fmt_num(s["server_cpu_us_per_req"], 2),
-            fmt_pct(s["server_cpu_util"]), fmt_pct(s["client_cpu_util"]),
-            fmt_num(s["rss_mib"], 1),
-            ", ".join(notes(s)),
-        ))
-    print_rows(hdr, rows, {0, 16}, [s["server"] for s in summary])
+    names = ("server", "conns", "payload", "req_s", "spread", "sat_p50", "sat_p99", "sat_p999",
+             "rate", "fix_p50", "fix_p99", "fix_p999", "srv_us", "srv", "cli", "rss", "note")
+    print_rows(hdr, [cols(s, names) for s in summary], {0, 16}, [s["server"] for s in summary])
 
 
 def fmt_loss(v):
@@ -599,22 +615,10 @@ def print_udp_table(summary):
     hdr = ("server", "flows", "win", "gso", "payload", "dgram/s", "±%", "sat p50", "p99",
            "loss%", "rate/s", "fix p50", "p99", "loss%", "srv µs/dgram", "srv%", "cli%",
            "RSS MiB", "note")
-    rows = []
-    for s in summary:
-        rows.append((
-            display(s["server"]), str(s["conns"]), str(s["window"]),
-            "yes" if s["gso"] else "no", str(s["payload"]),
-            fmt_num(s["req_s"]),
-            "-" if s["req_s_spread_pct"] is None else f"{s['req_s_spread_pct']:.0f}",
-            fmt_us(s["sat_p50_us"]), fmt_us(s["sat_p99_us"]), fmt_loss(s["loss_pct"]),
-            fmt_num(s["rate"]),
-            fmt_us(s["fixed_p50_us"]), fmt_us(s["fixed_p99_us"]), fmt_loss(s["fixed_loss_pct"]),
-            fmt_num(s["server_cpu_us_per_req"], 2),
-            fmt_pct(s["server_cpu_util"]), fmt_pct(s["client_cpu_util"]),
-            fmt_num(s["rss_mib"], 1),
-            ", ".join(notes(s)),
-        ))
-    print_rows(hdr, rows, {0, 18}, [s["server"] for s in summary])
+    names = ("server", "conns", "win", "gso", "payload", "req_s", "spread", "sat_p50", "sat_p99",
+             "loss", "rate", "fix_p50", "fix_p99", "fix_loss", "srv_us", "srv", "cli", "rss",
+             "note")
+    print_rows(hdr, [cols(s, names) for s in summary], {0, 18}, [s["server"] for s in summary])
 
 
 def print_ratios(rat):
