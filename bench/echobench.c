@@ -43,6 +43,26 @@
  * 4096-event batches; a short recv (or send) means the socket is drained
  * (full), so a request costs one send and one recv in the common case.
  *
+ * UDP (--udp): -c F flows, each one connected UDP socket with W datagrams
+ * in flight (--window W).  Datagram k of a flow is an 8-byte sequence
+ * number (little-endian) and L - 8 bytes of the table at an offset hashed
+ * from (flow key, k), sent from the table with a two-piece iovec.  An echo
+ * of the wrong length, with a wrong byte, of a datagram never sent, or that
+ * comes after a later one of its flow (duplicated or reordered) stops the
+ * run (exit 1).  A flow's echoes come back in order, so a datagram whose
+ * successor was answered first is lost; one unanswered --loss-timeout after
+ * it was sent is lost too (an echo of it that comes later is counted as
+ * late and stays lost).  Lost datagrams leave the window (not an error):
+ * lost / sent over the window is loss_pct.  A flow refills its window with
+ * one sendmmsg; with --gso N the datagrams go N per message with
+ * UDP_SEGMENT = L (one kernel pass per N), and the flow's socket has UDP_GRO
+ * on so coalesced echoes come back as one receive, split by the UDP_GRO
+ * segment size.  Receives are recvmmsg batches.  Open loop: datagram k of
+ * flow i is due at t0 + (i + k*F)/R as above (with --gso N, in bursts of N
+ * due at once, spread evenly, so a burst goes out in one send); a full
+ * window delays a datagram (the wait is in its latency); datagrams due by
+ * now go out together.
+ *
  * Output: one line of key=value pairs (or one JSON object with --json) on
  * stdout; exit 0.  Exit 1: a wrong or extra byte, or a fatal error (every
  * connection lost, connect timeout); exit 2: usage.
@@ -56,6 +76,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -68,6 +89,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,6 +100,13 @@
 #define MAX_PAYLOAD    (16u * 1024 * 1024)
 #define RBUF_SIZE      (256 * 1024)
 #define MAX_EVENTS     4096
+#define UDP_HDR        8                     /* the sequence number */
+#define UDP_MAX_V4     65507                 /* the largest UDP payloads */
+#define UDP_MAX_V6     65527
+#define UDP_MAX_BATCH  64                    /* datagrams per send call; GSO segments */
+#define UDP_RX_BATCH   16                    /* receives per recvmmsg */
+#define UDP_RX_BUF     65536                 /* one receive, GRO-coalesced ones too */
+#define UDP_MAX_WINDOW 4096
 #define NS             UINT64_C(1000000000)
 
 /* ------------------------------------------------------------ histogram */
@@ -174,6 +203,17 @@ struct conn {
 	uint64_t seq;        /* requests started */
 	uint64_t next_due;   /* open loop, idle: due time of request seq */
 	uint64_t t_req;      /* ns: send time (closed) or due time (open) */
+	/* UDP: seq is the next datagram to send; lo..seq-1 are in flight */
+	bool in_heap;        /* open loop: waiting in the heap for its next due time */
+	uint64_t lo;         /* the oldest datagram in flight */
+	uint64_t rx_next;    /* the lowest sequence number that may still come back */
+	struct dslot *slot;  /* window: slot[k % window] is datagram k's */
+};
+
+/* UDP: one datagram in flight. */
+struct dslot {
+	uint64_t t_req;      /* send time (closed) or due time (open) */
+	uint64_t t_sent;     /* for the loss timeout */
 };
 
 static struct {
@@ -190,6 +230,10 @@ static struct {
 	bool json;
 	bool nagle;
 	uint64_t seed;
+	bool udp;
+	unsigned window;      /* UDP: datagrams in flight per flow */
+	unsigned gso;         /* UDP: datagrams per UDP_SEGMENT send; 0: none */
+	double loss_timeout;  /* UDP: s */
 } opt = {
 	.target = CL_TARGET_DEFAULT(1000000),
 	.payload = 64,
@@ -201,6 +245,8 @@ static struct {
 	.cpu = -1,
 	.server_pid = -1,
 	.seed = 1,
+	.window = 1,
+	.loss_timeout = 0.2,
 };
 
 static struct conn *conns;
@@ -222,6 +268,12 @@ static double interval_ns;             /* open loop: ns between requests */
 static uint32_t *heap;                 /* open loop: idle conns by next_due */
 static size_t heap_len;
 static struct hist lag;                /* open loop: send time - due time */
+
+/* UDP */
+static uint64_t loss_timeout_ns;
+static uint64_t udp_sent_w, udp_lost_w;   /* datagrams whose t_req is in the window */
+static uint64_t udp_late;                 /* echoes that came after their loss timeout */
+static uint64_t next_expiry;              /* next scan for timed-out datagrams */
 
 /* ---------------------------------------------------------------- utils */
 
@@ -285,17 +337,27 @@ static void usage(FILE *f)
 "                          a timer wake-up comes late (default 50)\n"
 "      --connect-timeout S (default 10)\n"
 "      --json              one JSON object instead of key=value\n"
+"      --udp               UDP echo: -c flows (one connected socket each), -l the\n"
+"                          datagram size (8..65507; 65527 on IPv6): an 8-byte\n"
+"                          sequence number and seeded bytes\n"
+"      --window W          UDP: datagrams in flight per flow (default 1)\n"
+"      --gso N             UDP: send a flow's datagrams N per sendmsg with\n"
+"                          UDP_SEGMENT, receive with UDP_GRO (default: off)\n"
+"      --loss-timeout S    UDP: a datagram unanswered S seconds after it was sent\n"
+"                          is lost (default 0.2)\n"
 "  -h, --help              this help\n"
 "\n"
 "Prints one line: mode conns payload req_s target_req_s requests p50_us\n"
 "p90_us p99_us p999_us max_us mean_us errors unfinished server_cpu_us_per_req\n"
 "server_cpu_util server_rss_kb [client_lag_p50_us client_lag_p99_us] client_cpu_us_per_req\n"
-"client_cpu_util (times in microseconds).\n"
+"client_cpu_util (times in microseconds); with --udp also proto window gso (after\n"
+"payload) and sent lost loss_pct late (after unfinished): a request is a datagram.\n"
 "Exit 0; 1 on a wrong byte (offset printed) or a fatal error; 2 on usage.\n", cl_prog);
 }
 
 enum { OPT_RATE = 256, OPT_CPU, OPT_SERVER_PID, OPT_JSON, OPT_SEED, OPT_DRAIN,
-       OPT_NAGLE, OPT_CONNECT_TIMEOUT, OPT_SPIN_US };
+       OPT_NAGLE, OPT_CONNECT_TIMEOUT, OPT_SPIN_US, OPT_UDP, OPT_WINDOW, OPT_GSO,
+       OPT_LOSS_TIMEOUT };
 
 static const struct option longopts[] = {
 	CL_TARGET_OPTIONS,
@@ -311,6 +373,10 @@ static const struct option longopts[] = {
 	{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 	{ "spin-us",         required_argument, NULL, OPT_SPIN_US },
 	{ "json",            no_argument,       NULL, OPT_JSON },
+	{ "udp",             no_argument,       NULL, OPT_UDP },
+	{ "window",          required_argument, NULL, OPT_WINDOW },
+	{ "gso",             required_argument, NULL, OPT_GSO },
+	{ "loss-timeout",    required_argument, NULL, OPT_LOSS_TIMEOUT },
 	CL_HELP_OPTION,
 	{ NULL, 0, NULL, 0 },
 };
@@ -335,6 +401,14 @@ static void on_option(int ch, const char *arg)
 		break;
 	case OPT_SPIN_US: opt.spin_us = cl_opt_double("spin", arg, 0, 1e6); break;
 	case OPT_JSON: opt.json = true; break;
+	case OPT_UDP: opt.udp = true; break;
+	case OPT_WINDOW:
+		opt.window = (unsigned)cl_opt_long("window", arg, 1, UDP_MAX_WINDOW);
+		break;
+	case OPT_GSO: opt.gso = (unsigned)cl_opt_long("gso", arg, 1, UDP_MAX_BATCH); break;
+	case OPT_LOSS_TIMEOUT:
+		opt.loss_timeout = cl_opt_double("loss timeout", arg, 0.001, 3600);
+		break;
 	}
 }
 
@@ -344,6 +418,18 @@ static void parse_args(int argc, char **argv)
 	spin_ns = (uint64_t)(opt.spin_us * 1000.0);
 	if (opt.drain < 0)
 		opt.drain = opt.duration > 1 ? opt.duration : 1;
+	if (!opt.udp && (opt.window != 1 || opt.gso))
+		cl_usage_error("--window and --gso need --udp");
+	if (opt.udp && opt.payload < UDP_HDR)
+		cl_usage_error("a UDP datagram carries an 8-byte sequence number: -l 8 or more");
+	if (opt.gso > opt.window)
+		opt.gso = opt.window;          /* a send carries at most a window */
+	if (opt.gso && (uint64_t)opt.gso * opt.payload > UDP_MAX_V4)
+		cl_usage_error("--gso %u x %u bytes is over one UDP send (%u bytes)",
+			       opt.gso, opt.payload, UDP_MAX_V4);
+	loss_timeout_ns = (uint64_t)(opt.loss_timeout * 1e9);
+	if (opt.udp && opt.drain < opt.loss_timeout + 0.1)
+		opt.drain = opt.loss_timeout + 0.1;    /* time for the last echoes or losses */
 }
 
 /* ------------------------------------------------------- process stats */
@@ -423,23 +509,40 @@ static void conn_lost(struct conn *c, const char *what, int err)
 		fail("every connection lost; first: %s", first_error);
 }
 
-static void conn_open(struct conn *c)
+/* A non-blocking socket of type for connection (flow) c, or fail. */
+static int conn_socket(const struct conn *c, int type)
+{
+	int fd = socket(dst.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		fail("%s=%u socket: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
+		     cl_errname(errno), strerror(errno));
+	return fd;
+}
+
+/* Add c's socket to the epoll set (op EPOLL_CTL_ADD) or change its events. */
+static void conn_watch(const struct conn *c, int op, uint32_t events)
 {
 	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = events;
+	ev.data.u32 = c->idx;
+	if (epoll_ctl(epfd, op, c->fd, &ev) < 0)
+		fail("%s=%u epoll_ctl: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
+		     cl_errname(errno), strerror(errno));
+}
+
+static void conn_open(struct conn *c)
+{
 	int one = 1, fd;
 
-	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		fail("conn=%u socket: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	fd = conn_socket(c, SOCK_STREAM);
 	if (!opt.nagle)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	c->state = C_CONNECTING;
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-	ev.data.u32 = c->idx;
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		fail("conn=%u epoll_ctl: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	conn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0 && errno != EINPROGRESS)
 		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 }
@@ -480,9 +583,15 @@ static void req_start(struct conn *c, uint64_t t_req)
 	req_send(c);
 }
 
-/* Open loop: due time of request k of connection i. */
+/* Open loop: due time of request k of connection i.  UDP with --gso N: the
+ * datagrams of a flow are due in bursts of N at once, burst b of flow i at
+ * t0 + (i + b*c)*N/R (the same mean rate, bursts evenly spread), so that a
+ * burst can leave in one UDP_SEGMENT send. */
 static inline uint64_t due_time(uint32_t i, uint64_t k)
 {
+	if (opt.udp && opt.gso > 1)
+		return t0 + (uint64_t)(((double)i + (double)(k / opt.gso) *
+					(double)opt.target.conns) * interval_ns * opt.gso);
 	return t0 + (uint64_t)(((double)i + (double)k * (double)opt.target.conns) * interval_ns);
 }
 
@@ -526,11 +635,348 @@ static void heap_pop(void)
 		heap[i] = last;
 }
 
+/* A request (TCP) or datagram (UDP) answered at now: its latency, if it
+ * belongs to the window, and the count of the window. */
+static void record_done(uint64_t t_req, uint64_t now)
+{
+	bool in_window;
+
+	if (opt.rate > 0)
+		in_window = t_req >= w_start && t_req < w_end;
+	else
+		in_window = measuring;
+	if (in_window)
+		h_record(&hist, now - t_req, 1);
+	if (measuring)
+		done_in_window++;
+}
+
+/* ------------------------------------------------------------------ UDP */
+
+static struct mmsghdr udp_tx[UDP_MAX_BATCH];
+static struct iovec udp_tx_iov[2 * UDP_MAX_BATCH];
+static uint64_t udp_tx_hdr[UDP_MAX_BATCH];
+static union {
+	char buf[CMSG_SPACE(sizeof(uint16_t))];
+	struct cmsghdr align;
+} udp_tx_cmsg;
+static struct mmsghdr udp_rx[UDP_RX_BATCH];
+static struct iovec udp_rx_iov[UDP_RX_BATCH];
+static union {
+	char buf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+} udp_rx_cmsg[UDP_RX_BATCH];
+
+static struct dslot *udp_slots;            /* flows x window */
+
+/* The window slots and the receive buffers. */
+static void udp_alloc(void)
+{
+	unsigned i;
+
+	udp_slots = calloc(opt.target.conns * opt.window, sizeof(*udp_slots));
+	free(rbuf);
+	rbuf = malloc((size_t)UDP_RX_BATCH * UDP_RX_BUF);
+	if (!udp_slots || !rbuf)
+		fail("out of memory");
+	for (i = 0; i < UDP_RX_BATCH; i++) {
+		udp_rx_iov[i].iov_base = rbuf + (size_t)i * UDP_RX_BUF;
+		udp_rx_iov[i].iov_len = UDP_RX_BUF;
+	}
+}
+
+static inline bool in_window(uint64_t t)
+{
+	return t >= w_start && t < w_end;
+}
+
+/* Another flow socket: connected to the server, UDP_GRO on with --gso. */
+static void udp_open(struct conn *c)
+{
+	int one = 1, fd;
+
+	fd = conn_socket(c, SOCK_DGRAM);
+	if (opt.gso && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
+		fail("flow=%u UDP_GRO: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0)
+		fail("flow=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+	c->fd = fd;
+	c->state = C_IDLE;
+	conn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLET);  /* EPOLLOUT only while blocked */
+}
+
+static void udp_want_out(struct conn *c, bool on)
+{
+	conn_watch(c, EPOLL_CTL_MOD, EPOLLIN | EPOLLET | (on ? EPOLLOUT : 0));
+	c->w_blocked = on;
+}
+
+/* Send datagrams c->seq .. c->seq + n - 1 (n <= UDP_MAX_BATCH) in one call:
+ * one message each, or --gso of them per message.  t_req: their send time
+ * (closed loop), or 0 for their due times (open loop).  What the socket does
+ * not take now waits for EPOLLOUT. */
+static void udp_send(struct conn *c, unsigned n, uint64_t t_req, uint64_t now)
+{
+	unsigned per = opt.gso ? opt.gso : 1, nmsg = 0, k, sent = 0;
+	uint32_t body = opt.payload - UDP_HDR;
+	int r;
+
+	for (k = 0; k < n; k++) {
+		uint64_t s = c->seq + k;
+
+		udp_tx_hdr[k] = htole64(s);
+		udp_tx_iov[2 * k].iov_base = &udp_tx_hdr[k];
+		udp_tx_iov[2 * k].iov_len = UDP_HDR;
+		udp_tx_iov[2 * k + 1].iov_base = table + req_offset(c->key, s);
+		udp_tx_iov[2 * k + 1].iov_len = body;
+	}
+	for (k = 0; k < n; k += per) {
+		struct msghdr *m = &udp_tx[nmsg++].msg_hdr;
+		unsigned segs = n - k < per ? n - k : per;
+
+		memset(m, 0, sizeof(*m));
+		m->msg_iov = &udp_tx_iov[2 * k];
+		m->msg_iovlen = 2 * segs;
+		if (segs > 1) {
+			struct cmsghdr *cm;
+			uint16_t seg = (uint16_t)opt.payload;
+
+			/* every message of a call has the same segment size */
+			m->msg_control = udp_tx_cmsg.buf;
+			m->msg_controllen = sizeof(udp_tx_cmsg.buf);
+			cm = CMSG_FIRSTHDR(m);
+			cm->cmsg_level = IPPROTO_UDP;
+			cm->cmsg_type = UDP_SEGMENT;
+			cm->cmsg_len = CMSG_LEN(sizeof(seg));
+			memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
+		}
+	}
+	do {
+		r = nmsg == 1 ? (sendmsg(c->fd, &udp_tx[0].msg_hdr, 0) < 0 ? -1 : 1)
+			      : sendmmsg(c->fd, udp_tx, nmsg, 0);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+		conn_lost(c, "send", errno);
+		return;
+	}
+	if (r > 0)
+		sent = (unsigned)r * per < n ? (unsigned)r * per : n;
+	for (k = 0; k < sent; k++) {
+		struct dslot *d = &c->slot[(c->seq + k) % opt.window];
+
+		d->t_req = t_req ? t_req : due_time(c->idx, c->seq + k);
+		d->t_sent = now;
+		if (in_window(d->t_req))
+			udp_sent_w++;
+	}
+	c->seq += sent;
+	if (sent < n)
+		udp_want_out(c, true);
+}
+
+/* Closed loop: fill the flow's window, until the window closes. */
+static void udp_fill(struct conn *c, uint64_t now)
+{
+	while (c->state != C_DEAD && !c->w_blocked && now < w_end) {
+		uint64_t room = opt.window - (c->seq - c->lo);
+
+		if (room == 0)
+			return;
+		udp_send(c, room < UDP_MAX_BATCH ? (unsigned)room : UDP_MAX_BATCH, now, now);
+	}
+}
+
+/* Open loop: send the flow's datagrams due by now that fit its window
+ * (together), then wait in the heap for the next one if it has room. */
+static void udp_open_next(struct conn *c, uint64_t now)
+{
+	for (;;) {
+		uint64_t room;
+		unsigned n = 0;
+
+		if (c->state == C_DEAD || c->w_blocked || c->in_heap)
+			return;
+		room = opt.window - (c->seq - c->lo);
+		if (room == 0)
+			return;                 /* a slot that frees calls again */
+		while (n < room && n < UDP_MAX_BATCH) {
+			uint64_t t = due_time(c->idx, c->seq + n);
+
+			if (t >= w_end || t > now)
+				break;
+			n++;
+		}
+		if (n == 0) {
+			uint64_t t = due_time(c->idx, c->seq);
+
+			if (t < w_end) {
+				c->next_due = t;
+				c->in_heap = true;
+				heap_push(c);
+			}
+			return;
+		}
+		udp_send(c, n, 0, now);
+	}
+}
+
+static void udp_more(struct conn *c, uint64_t now)
+{
+	if (opt.rate > 0)
+		udp_open_next(c, now);
+	else
+		udp_fill(c, now);
+}
+
+/* Datagrams lo..upto-1 of a flow are lost: out of the window. */
+static void udp_lose(struct conn *c, uint64_t upto)
+{
+	for (; c->lo < upto; c->lo++)
+		if (in_window(c->slot[c->lo % opt.window].t_req))
+			udp_lost_w++;
+}
+
+static void udp_mismatch(const struct conn *c, uint64_t s, const uint8_t *p)
+	__attribute__((noreturn));
+static void udp_mismatch(const struct conn *c, uint64_t s, const uint8_t *p)
+{
+	const uint8_t *want = table + req_offset(c->key, s);
+	size_t k = 0;
+
+	while (p[UDP_HDR + k] == want[k])
+		k++;
+	fail("flow=%u datagram=%" PRIu64 " offset=%zu expected=0x%02x got=0x%02x"
+	     " (of a %u-byte datagram; bytes 0-7 are its sequence number)",
+	     c->idx, s, UDP_HDR + k, want[k], p[UDP_HDR + k], opt.payload);
+}
+
+/* One echoed datagram of len bytes at p. */
+static void udp_got(struct conn *c, const uint8_t *p, size_t len, uint64_t now)
+{
+	uint64_t s;
+
+	if (len != opt.payload)
+		fail("flow=%u a %zu-byte echo of %u-byte datagrams (after datagram %" PRIu64 ")",
+		     c->idx, len, opt.payload, c->rx_next ? c->rx_next - 1 : 0);
+	memcpy(&s, p, sizeof(s));
+	s = le64toh(s);
+	if (s >= c->seq)
+		fail("flow=%u echo of datagram %" PRIu64 ", never sent (%" PRIu64 " sent)",
+		     c->idx, s, c->seq);
+	if (s < c->rx_next)
+		fail("flow=%u datagram %" PRIu64 " came back after datagram %" PRIu64
+		     ": duplicated or reordered", c->idx, s, c->rx_next - 1);
+	if (memcmp(p + UDP_HDR, table + req_offset(c->key, s), opt.payload - UDP_HDR) != 0)
+		udp_mismatch(c, s, p);
+	c->rx_next = s + 1;
+	if (s < c->lo) {                    /* timed out already: lost, and late */
+		udp_late++;
+		return;
+	}
+	udp_lose(c, s);                     /* the ones before it will not come */
+	record_done(c->slot[s % opt.window].t_req, now);
+	c->lo = s + 1;
+}
+
+/* Read every echo queued on the flow's socket, then send more. */
+static void udp_recv(struct conn *c, uint64_t *now)
+{
+	for (;;) {
+		int n, i;
+
+		for (i = 0; i < UDP_RX_BATCH; i++) {
+			struct msghdr *m = &udp_rx[i].msg_hdr;
+
+			m->msg_iov = &udp_rx_iov[i];
+			m->msg_iovlen = 1;
+			m->msg_control = opt.gso ? udp_rx_cmsg[i].buf : NULL;
+			m->msg_controllen = opt.gso ? sizeof(udp_rx_cmsg[i].buf) : 0;
+			m->msg_flags = 0;
+		}
+		n = recvmmsg(c->fd, udp_rx, UDP_RX_BATCH, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				conn_lost(c, "recv", errno);
+			break;
+		}
+		*now = cl_now_ns();
+		for (i = 0; i < n; i++) {
+			struct msghdr *m = &udp_rx[i].msg_hdr;
+			const uint8_t *p = udp_rx_iov[i].iov_base;
+			size_t len = udp_rx[i].msg_len, seg = len;
+			struct cmsghdr *cm;
+
+			if (m->msg_flags & MSG_TRUNC)
+				fail("flow=%u an echo over %d bytes (datagrams are %u)",
+				     c->idx, UDP_RX_BUF, opt.payload);
+			for (cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+				int g;
+
+				if (cm->cmsg_level != IPPROTO_UDP || cm->cmsg_type != UDP_GRO)
+					continue;
+				memcpy(&g, CMSG_DATA(cm), sizeof(g));
+				if (g > 0)
+					seg = (size_t)g;
+			}
+			do {                /* seg == len but with GRO */
+				size_t l = len < seg ? len : seg;
+
+				udp_got(c, p, l, *now);
+				p += l;
+				len -= l;
+			} while (len > 0);
+		}
+		if (n < UDP_RX_BATCH)
+			break;
+	}
+	if (c->state != C_DEAD)
+		udp_more(c, *now);
+}
+
+static void udp_event(struct conn *c, const struct epoll_event *ev, uint64_t *now)
+{
+	if (c->w_blocked && (ev->events & (EPOLLOUT | EPOLLERR))) {
+		udp_want_out(c, false);
+		udp_more(c, *now);
+	}
+	if (c->state != C_DEAD && (ev->events & (EPOLLIN | EPOLLERR)))
+		udp_recv(c, now);
+}
+
+/* Datagrams unanswered loss_timeout after they were sent are lost (all in
+ * flight with force); the flows whose window opened send more. */
+static void udp_expire(uint64_t now, bool force)
+{
+	unsigned long i;
+
+	if (!force && now < next_expiry)
+		return;
+	next_expiry = now + loss_timeout_ns / 8;
+	for (i = 0; i < opt.target.conns; i++) {
+		struct conn *c = &conns[i];
+		uint64_t lo = c->lo;
+
+		if (c->state == C_DEAD)
+			continue;
+		while (c->lo < c->seq &&
+		       (force || c->slot[c->lo % opt.window].t_sent + loss_timeout_ns <= now))
+			udp_lose(c, c->lo + 1);
+		if (c->lo != lo && !force)
+			udp_more(c, now);
+	}
+}
+
 /* Open loop: the connection is idle; send its next request when due. */
 static void open_next(struct conn *c, uint64_t now)
 {
 	uint64_t t = due_time(c->idx, c->seq);
 
+	if (opt.udp) {
+		udp_open_next(c, now);
+		return;
+	}
 	if (t >= w_end)
 		return;                 /* its schedule is over */
 	if (t <= now) {
@@ -552,26 +998,22 @@ static void schedule(uint64_t now)
 		if (t > now)
 			return;
 		heap_pop();
-		if (c->state != C_IDLE)
+		if (opt.udp)
+			c->in_heap = false;
+		else if (c->state != C_IDLE)
 			continue;
 		if (t >= w_start)
 			h_record(&lag, now - t, 1);
-		req_start(c, t);
+		if (opt.udp)
+			udp_open_next(c, now);
+		else
+			req_start(c, t);
 	}
 }
 
 static void req_done(struct conn *c, uint64_t now)
 {
-	bool in_window;
-
-	if (opt.rate > 0)
-		in_window = c->t_req >= w_start && c->t_req < w_end;
-	else
-		in_window = measuring;
-	if (in_window)
-		h_record(&hist, now - c->t_req, 1);
-	if (measuring)
-		done_in_window++;
+	record_done(c->t_req, now);
 	c->state = C_IDLE;
 	if (opt.rate > 0)
 		open_next(c, now);
@@ -647,6 +1089,10 @@ static void handle_event(const struct epoll_event *ev, uint64_t *now)
 
 	if (c->state == C_DEAD)
 		return;
+	if (opt.udp) {
+		udp_event(c, ev, now);
+		return;
+	}
 	if (c->state == C_CONNECTING) {
 		if (!(ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
@@ -718,6 +1164,8 @@ static uint64_t next_wakeup(uint64_t now)
 
 	if (heap_len && conns[heap[0]].next_due < t)
 		t = conns[heap[0]].next_due;
+	if (opt.udp && next_expiry < t)
+		t = next_expiry;
 	return t > now ? t : now;
 }
 
@@ -729,7 +1177,8 @@ static uint64_t record_unfinished(uint64_t now)
 
 	for (i = 0; i < opt.target.conns; i++) {
 		struct conn *c = &conns[i];
-		uint64_t k = c->state == C_BUSY ? c->seq - 1 : c->seq;
+		/* TCP: the request in flight; UDP: those in flight are lost */
+		uint64_t k = !opt.udp && c->state == C_BUSY ? c->seq - 1 : c->seq;
 		uint64_t t;
 
 		if (c->state == C_DEAD)
@@ -752,6 +1201,10 @@ static bool all_window_done(void)
 		const struct conn *c = &conns[i];
 
 		if (c->state == C_DEAD)
+			continue;
+		if (opt.udp && c->lo < c->seq)
+			return false;
+		if (opt.udp && opt.rate == 0)
 			continue;
 		if (c->state == C_BUSY || due_time(c->idx, c->seq) < w_end)
 			return false;
@@ -786,7 +1239,7 @@ struct figure {
 	} v;
 };
 
-#define FIGURES_MAX 32
+#define FIGURES_MAX 40
 
 struct figures {
 	struct figure f[FIGURES_MAX];
@@ -876,6 +1329,11 @@ static void report(const struct measured *m)
 	fig_str(&fs, "mode", opt.rate > 0 ? "open" : "closed", false);
 	fig_u64(&fs, "conns", opt.target.conns);
 	fig_u64(&fs, "payload", opt.payload);
+	if (opt.udp) {
+		fig_str(&fs, "proto", "udp", false);
+		fig_u64(&fs, "window", opt.window);
+		fig_u64(&fs, "gso", opt.gso);
+	}
 	fig_double(&fs, "duration_s", m->elapsed, 3)->json_prec = 6;
 	fig_double(&fs, "req_s", done / m->elapsed, 1);
 	fig_double(&fs, "target_req_s", opt.rate, 1);
@@ -888,6 +1346,13 @@ static void report(const struct measured *m)
 	fig_double(&fs, "mean_us", hist.count ? (double)(hist.sum / hist.count) / 1000.0 : 0.0, 1);
 	fig_u64(&fs, "errors", errors);
 	fig_u64(&fs, "unfinished", m->unfinished);
+	if (opt.udp) {
+		fig_u64(&fs, "sent", udp_sent_w);
+		fig_u64(&fs, "lost", udp_lost_w);
+		fig_double(&fs, "loss_pct",
+			   udp_sent_w ? 100.0 * (double)udp_lost_w / (double)udp_sent_w : 0.0, 3);
+		fig_u64(&fs, "late", udp_late);
+	}
 	if (m->srv_s >= 0) {
 		fig_double(&fs, "server_cpu_us_per_req",
 			   done_in_window ? m->srv_s * 1e6 / done : 0.0, 3);
@@ -927,6 +1392,10 @@ int main(int argc, char **argv)
 	cl_set_prog(argv[0], "echobench");
 	parse_args(argc, argv);
 	cl_target_resolve(&opt.target, &dst, &dstlen);
+	if (opt.udp && opt.payload > (dst.ss_family == AF_INET6 ? UDP_MAX_V6 : UDP_MAX_V4))
+		cl_usage_error("a UDP datagram holds at most %u bytes over IPv%c",
+			       dst.ss_family == AF_INET6 ? UDP_MAX_V6 : UDP_MAX_V4,
+			       dst.ss_family == AF_INET6 ? '6' : '4');
 	signal(SIGPIPE, SIG_IGN);
 	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);   /* ns-precise open-loop timers */
 	raise_nofile();
@@ -944,11 +1413,20 @@ int main(int argc, char **argv)
 	if (epfd < 0)
 		fail("epoll_create1: %s (%s)", cl_errname(errno), strerror(errno));
 
-	/* --- connect everything first */
+	if (opt.udp)
+		udp_alloc();
+
+	/* --- connect everything first (UDP: at once) */
 	for (i = 0; i < opt.target.conns; i++) {
 		conns[i].idx = (uint32_t)i;
 		conns[i].key = cl_conn_key(cl_mix64(opt.seed), i);
-		conn_open(&conns[i]);
+		if (opt.udp) {
+			conns[i].slot = udp_slots + i * opt.window;
+			udp_open(&conns[i]);
+			n_connected++;
+		} else {
+			conn_open(&conns[i]);
+		}
 	}
 	n_alive = opt.target.conns;
 	t_conn_deadline = cl_now_ns() + (uint64_t)(opt.connect_timeout * 1e9);
@@ -983,8 +1461,12 @@ int main(int argc, char **argv)
 		for (i = 0; i < opt.target.conns; i++)
 			open_next(&conns[i], now);
 	} else {
-		for (i = 0; i < opt.target.conns; i++)
-			req_start(&conns[i], cl_now_ns());
+		for (i = 0; i < opt.target.conns; i++) {
+			if (opt.udp)
+				udp_fill(&conns[i], cl_now_ns());
+			else
+				req_start(&conns[i], cl_now_ns());
+		}
 	}
 	if (w_start == t0) {
 		measuring = true;
@@ -1021,25 +1503,36 @@ int main(int argc, char **argv)
 		}
 		if (opt.rate > 0)
 			schedule(now);
+		if (opt.udp)
+			udp_expire(now, false);
 	}
 
-	/* --- open loop: let the requests due in the window finish */
-	if (opt.rate > 0) {
+	/* --- open loop: let the requests due in the window finish; UDP: the
+	 * datagrams in flight come back or time out */
+	if (opt.rate > 0 || opt.udp) {
 		t_drain_end = now + (uint64_t)(opt.drain * 1e9);
 		for (;;) {
 			uint64_t until = t_drain_end;
 			int n, k;
 
 			now = cl_now_ns();
-			schedule(now);
+			if (opt.rate > 0)
+				schedule(now);
+			if (opt.udp)
+				udp_expire(now, false);
 			if (all_window_done())
 				break;
 			if (now >= t_drain_end) {
-				m.unfinished = record_unfinished(now);
+				if (opt.rate > 0)
+					m.unfinished = record_unfinished(now);
+				if (opt.udp)
+					udp_expire(now, true);
 				break;
 			}
 			if (heap_len && conns[heap[0]].next_due < until)
 				until = conns[heap[0]].next_due;
+			if (opt.udp && next_expiry < until)
+				until = next_expiry;
 			n = wait_events(events, now, until);
 			for (k = 0; k < n; k++)
 				handle_event(&events[k], &now);
@@ -1060,6 +1553,7 @@ int main(int argc, char **argv)
 	free(events);
 	free(heap);
 	free(conns);
+	free(udp_slots);
 	free(rbuf);
 	free(table);
 	return 0;

@@ -13,6 +13,11 @@
  * TCP_NODELAY each send after the first waits for the client's ACK of the
  * previous one, which the client delays (see bench/README).
  *
+ * --udp: the inetd-style UDP echo (FreeBSD inetd's echo_dg): a blocking
+ * recvfrom into a 64 KiB buffer, sendto the same bytes back to the source,
+ * one datagram at a time, the kernel's default receive buffer.  The floor
+ * of per-datagram work: two syscalls and the kernel's UDP path.
+ *
  * Logs "refserver ready on ADDR port N" on stderr once listening; exits 0
  * on SIGTERM or SIGINT.
  */
@@ -36,10 +41,12 @@
 #include "client/clientlib.h"
 
 #define BUF_MAX (16 * 1024 * 1024)
+#define UDP_BUF (64 * 1024)
 
 static volatile sig_atomic_t stop;
 static size_t buf_size = 256 * 1024;
 static int nagle;
+static int udp;
 
 static void on_signal(int sig)
 {
@@ -56,8 +63,9 @@ static void die(const char *what)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"Usage: refserver -p PORT [-H ADDR] [--cpu N] [--buffer N] [--nagle]\n"
+"Usage: refserver -p PORT [-H ADDR] [--cpu N] [--buffer N] [--nagle] [--udp]\n"
 "Reference echo server: one connection at a time, blocking recv/send.\n"
+"      --udp         UDP instead: blocking recvfrom/sendto, one datagram at a time\n"
 "  -H, --host ADDR   address to listen on (default 127.0.0.1)\n"
 "  -p, --port N      TCP port (required; 0 picks a free one, printed)\n"
 "      --cpu N       pin to CPU N\n"
@@ -95,6 +103,23 @@ static void serve(int fd, char *buf)
 	}
 }
 
+/* UDP: each datagram back to its source, one at a time, until stopped. */
+static void serve_udp(int fd)
+{
+	static char dbuf[UDP_BUF];
+
+	while (!stop) {
+		struct sockaddr_storage from;
+		socklen_t fromlen = sizeof(from);
+		ssize_t n = recvfrom(fd, dbuf, sizeof(dbuf), 0, (struct sockaddr *)&from,
+				     &fromlen);
+
+		if (n < 0)
+			continue;       /* EINTR (stop), or an ICMP error of an earlier send */
+		(void)sendto(fd, dbuf, (size_t)n, 0, (struct sockaddr *)&from, fromlen);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -103,6 +128,7 @@ int main(int argc, char **argv)
 		{ "cpu",  required_argument, NULL, 'C' },
 		{ "buffer", required_argument, NULL, 'B' },
 		{ "nagle", no_argument,      NULL, 'N' },
+		{ "udp",  no_argument,       NULL, 'U' },
 		{ "help", no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -124,6 +150,7 @@ int main(int argc, char **argv)
 		case 'C': cpu = (int)cl_opt_long("cpu", optarg, 0, CPU_SETSIZE - 1); break;
 		case 'B': buf_size = (size_t)cl_opt_long("buffer size", optarg, 1, BUF_MAX); break;
 		case 'N': nagle = 1; break;
+		case 'U': udp = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -146,7 +173,7 @@ int main(int argc, char **argv)
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_socktype = udp ? SOCK_DGRAM : SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
 	snprintf(portstr, sizeof(portstr), "%d", port);
 	rc = getaddrinfo(host, portstr, &hints, &res);
@@ -154,14 +181,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "refserver: invalid host '%s': %s\n", host, gai_strerror(rc));
 		return 2;
 	}
-	lfd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	lfd = socket(res->ai_family, hints.ai_socktype | SOCK_CLOEXEC, 0);
 	if (lfd < 0)
 		die("socket");
 	(void)setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(lfd, res->ai_addr, res->ai_addrlen) < 0)
 		die("bind");
 	freeaddrinfo(res);
-	if (listen(lfd, 128) < 0)
+	if (!udp && listen(lfd, 128) < 0)
 		die("listen");
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sslen) < 0)
 		die("getsockname");
@@ -169,11 +196,16 @@ int main(int argc, char **argv)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof(addr));
 	else
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof(addr));
+	fprintf(stderr, "refserver ready on %s %sport %u\n", addr, udp ? "UDP " : "",
+		ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	if (udp) {
+		serve_udp(lfd);
+		close(lfd);
+		return 0;
+	}
 	buf = malloc(buf_size);
 	if (!buf)
 		die("malloc");
-	fprintf(stderr, "refserver ready on %s port %u\n", addr,
-		ntohs(((struct sockaddr_in *)&ss)->sin_port));
 
 	while (!stop) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);

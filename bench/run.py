@@ -32,6 +32,27 @@ Environment:
   BENCH_JSON             where to write the raw results
                          (default /tmp/echod-bench-results.json)
 
+UDP (off by default; bench/README says what a UDP cell does):
+  BENCH_UDP=1            add the UDP cells to the matrix; BENCH_UDP=only: UDP
+                         cells only (no TCP cells)
+  BENCH_UDP_BACKENDS     echod backends in UDP cells (default BENCH_BACKENDS)
+  BENCH_UDP_FLOWS        e.g. "1 64" (quick: 64)
+  BENCH_UDP_PAYLOADS     datagram sizes, e.g. "64 1024" (quick: 1024)
+  BENCH_UDP_GSO          "no yes" (default both): the client sends its window as
+                         one UDP_SEGMENT send and receives with UDP_GRO
+  BENCH_UDP_WINDOW       datagrams in flight per flow (default 8); 1 at 1 flow
+                         without GSO (a ping-pong, like TCP at 1 connection)
+  BENCH_UDP_LOSS_TIMEOUT a datagram unanswered this long is lost (default 0.2 s)
+
+Peers, run in the same rounds with the same client:
+  BENCH_SERVERS          'name@udp=command;name@tcp=command;...': {PORT} in the
+                         command is replaced by a free port, {CPU} by the server
+                         CPU; each is started confined to that CPU (as taskset
+                         would), ready when it echoes a probe on {PORT}, stopped
+                         by PID (SIGTERM, then SIGKILL after 3 s).  @udp peers run
+                         in UDP cells, @tcp (or unmarked) ones in TCP cells.
+                         Their stdout goes to /dev/null, stderr to the cell's log.
+
 Exit status: 0; 1 if a run failed (a wrong byte, a server that would not
 start or stop cleanly, a client error); 2 on a setup error.
 """
@@ -40,6 +61,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import signal
 import socket
 import statistics
@@ -86,6 +108,46 @@ CLIENT_CPU = int(env_float("BENCH_CLIENT_CPU", 1))
 SEED = int(env_float("BENCH_SEED", int(time.time())))
 JSON_OUT = env_path("BENCH_JSON", os.path.join(tempfile.gettempdir(),
                                                "echod-bench-results.json"))
+UDP = os.environ.get("BENCH_UDP", "").strip().lower()
+WITH_UDP = UDP not in ("", "0", "no")
+WITH_TCP = UDP != "only"
+UDP_BACKENDS = env_list("BENCH_UDP_BACKENDS", BACKENDS)
+UDP_FLOWS = [int(x) for x in env_list("BENCH_UDP_FLOWS", ["64"] if QUICK else ["1", "64"])]
+UDP_PAYLOADS = [int(x) for x in env_list("BENCH_UDP_PAYLOADS", ["1024"] if QUICK
+                                         else ["64", "1024"])]
+UDP_GSO = [x in ("yes", "1", "on") for x in env_list("BENCH_UDP_GSO", ["no", "yes"])]
+UDP_WINDOW = int(env_float("BENCH_UDP_WINDOW", 8))
+UDP_LOSS_TIMEOUT = env_float("BENCH_UDP_LOSS_TIMEOUT", 0.2)
+
+
+def parse_peers(text):
+    """BENCH_SERVERS: {name: (proto, command)}; a setup error raises ValueError."""
+    peers = {}
+    for item in text.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, cmd = item.partition("=")
+        name, cmd = name.strip(), cmd.strip()
+        proto = "tcp"
+        if "@" in name:
+            name, proto = name.rsplit("@", 1)
+        if not sep or not name or not cmd or proto not in ("tcp", "udp") \
+                or "{PORT}" not in cmd:
+            raise ValueError(f"BENCH_SERVERS: '{item}' is not name@udp=command or "
+                             "name@tcp=command with {PORT} in the command")
+        if (name, proto) in peers or name in ("ref", "reference", *BACKENDS, *UDP_BACKENDS):
+            raise ValueError(f"BENCH_SERVERS: '{name}@{proto}' named twice or as a "
+                             "built-in server")
+        peers[(name, proto)] = cmd
+    return peers
+
+
+try:
+    PEERS = parse_peers(os.environ.get("BENCH_SERVERS", ""))
+except ValueError as e:
+    PEERS = None
+    PEERS_ERROR = str(e)
 BUFFER_SIZE = 4096              # echod's default buffer_size
 
 _children = {}                  # pid -> Popen: killed by PID on the way out
@@ -115,36 +177,93 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Server:
-    """echod (a temp config) or refserver, pinned to SERVER_CPU."""
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, kind, conns, payload):
+
+def probe(proto, port, timeout):
+    """True once a server on 127.0.0.1:port echoes a probe (UDP: a datagram;
+    TCP: a connection and a few bytes) within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    data = b"echod-bench probe"
+    while time.monotonic() < deadline:
+        kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.settimeout(0.1)
+                s.connect(("127.0.0.1", port))
+                s.sendall(data)
+                got = b""
+                while len(got) < len(data):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                    if proto == "udp":
+                        break
+                if got == data:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+class Server:
+    """echod (a temp config), refserver or a peer (BENCH_SERVERS), pinned to
+    SERVER_CPU.  proto: the service measured, "tcp" or "udp"."""
+
+    def __init__(self, kind, conns, payload, proto="tcp"):
         self.kind = kind
-        self.port = free_port()
+        self.proto = proto
+        self.peer = kind.startswith("peer:")
+        self.port = free_udp_port() if proto == "udp" else free_port()
         self.dir = tempfile.mkdtemp(prefix="echod-bench.")
         self.logpath = os.path.join(self.dir, "server.log")
         self.buffer_count = None
+        out = None
         if kind == "ref":
             argv = [REFSERVER, "-p", str(self.port), "--cpu", str(SERVER_CPU)]
+            if proto == "udp":
+                argv.append("--udp")
+        elif self.peer:
+            cmd = PEERS[(kind[5:], proto)]
+            argv = shlex.split(cmd.replace("{PORT}", str(self.port))
+                               .replace("{CPU}", str(SERVER_CPU)))
+            out = subprocess.DEVNULL
         else:
             # room for every connection's request twice over, at least the default
             per_conn = -(-payload // BUFFER_SIZE)
             self.buffer_count = max(4096, min(32768, 2 * conns * per_conn))
             conf = os.path.join(self.dir, "echod.conf")
+            # UDP cells: the UDP service on self.port, TCP on another free port
+            tcp_port = free_port() if proto == "udp" else self.port
             with open(conf, "w") as f:
                 f.write(f'backend = "{kind}";\n'
-                        f"port = {self.port};\n"
+                        f"port = {tcp_port};\n"
                         'listen = ["127.0.0.1"];\n'
                         f"core = [{SERVER_CPU}];\n"
                         f"buffer_count = {self.buffer_count};\n"
                         "metrics = { enabled = false; };\n"
                         'log_level = "info";\n')
+                if proto == "udp":
+                    f.write(f'udp = {{ enabled = true; port = {self.port}; '
+                            'listen = ["127.0.0.1"]; };\n')
             argv = [ECHOD, "-c", conf]
         self.logf = open(self.logpath, "w+")
         cpu = SERVER_CPU
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
-            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out or self.logf, stderr=self.logf,
+                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        except OSError as e:
+            self.logf.write(f"cannot start {argv}: {e}\n")
+            self.logf.flush()
+            self.proc = None
+            self.pid = None
+            return
         _children[self.proc.pid] = self.proc
         self.pid = self.proc.pid
 
@@ -156,25 +275,40 @@ class Server:
             return ""
 
     def wait_ready(self, timeout=10):
+        """echod and refserver: their "ready" line, then (UDP) an echoed probe;
+        a peer: an echoed probe.  None when ready, else what went wrong."""
+        if self.proc is None:
+            return "did not start"
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready" in self.log_text():
-                return True
+        while not self.peer and "ready" not in self.log_text():
             if self.proc.poll() is not None:
-                return False
+                return "exited"
+            if time.monotonic() >= deadline:
+                return "logged no ready line"
             time.sleep(0.02)
-        return False
+        if self.peer or self.proto == "udp":
+            if not probe(self.proto, self.port, max(3.0, deadline - time.monotonic())):
+                return (f"exited (status {self.proc.returncode})"
+                        if self.proc.poll() is not None
+                        else f"did not echo a {self.proto.upper()} probe on port {self.port}")
+        return None
 
     def stop(self, timeout=15):
-        """SIGTERM by PID; True when it exited 0 in time."""
+        """SIGTERM by PID; True when it exited 0 in time (a peer: when it
+        exited at all: SIGKILL after 3 s)."""
         ok = False
+        if self.proc is None:
+            self.logf.close()
+            return False
         if self.proc.poll() is None:
             os.kill(self.pid, signal.SIGTERM)
         try:
-            ok = self.proc.wait(timeout=timeout) == 0
+            rc = self.proc.wait(timeout=3 if self.peer else timeout)
+            ok = rc == 0 or self.peer
         except subprocess.TimeoutExpired:
             os.kill(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+            ok = self.peer
         _children.pop(self.pid, None)
         self.logf.close()
         return ok
@@ -185,12 +319,23 @@ class Server:
         os.rmdir(self.dir)
 
 
-def echobench(port, server_pid, conns, payload, rate=None):
+def udp_window(flows, gso):
+    """Datagrams in flight per flow in a UDP cell."""
+    return 1 if flows == 1 and not gso else UDP_WINDOW
+
+
+def echobench(port, server_pid, conns, payload, rate=None, udp=None):
+    """udp: None (TCP) or (window, gso: bool)."""
     argv = [ECHOBENCH, "-p", str(port), "-c", str(conns), "-l", str(payload),
             "-d", str(DURATION), "-w", str(WARMUP), "--cpu", str(CLIENT_CPU),
             "--server-pid", str(server_pid), "--json"]
     if rate:
         argv += ["--rate", f"{rate:.0f}"]
+    if udp:
+        window, gso = udp
+        argv += ["--udp", "--window", str(window), "--loss-timeout", f"{UDP_LOSS_TIMEOUT:g}"]
+        if gso:
+            argv += ["--gso", str(window)]
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     _children[p.pid] = p
@@ -210,16 +355,23 @@ def echobench(port, server_pid, conns, payload, rate=None):
         return None, f"echobench printed no JSON: {out!r} {err!r}"
 
 
-def run_cell(kind, conns, payload):
+def run_cell(cell):
     """One cell: fresh server, closed loop, open loop, stop."""
-    res = {"server": kind, "conns": conns, "payload": payload, "errors": []}
-    srv = Server(kind, conns, payload)
+    proto, kind, conns, payload, gso = cell
+    res = {"proto": proto, "server": kind, "conns": conns, "payload": payload,
+           "errors": []}
+    udp = None
+    if proto == "udp":
+        udp = (udp_window(conns, gso), gso)
+        res["window"], res["gso"] = udp
+    srv = Server(kind, conns, payload, proto)
     res["buffer_count"] = srv.buffer_count
     try:
-        if not srv.wait_ready():
-            res["errors"].append(f"{kind} did not become ready: {srv.log_text()[-500:]}")
+        why = srv.wait_ready()
+        if why:
+            res["errors"].append(f"{kind} ({proto}) {why}: {srv.log_text()[-500:]}")
             return res
-        closed, err = echobench(srv.port, srv.pid, conns, payload)
+        closed, err = echobench(srv.port, srv.pid, conns, payload, udp=udp)
         if err:
             res["errors"].append(err)
             return res
@@ -227,7 +379,7 @@ def run_cell(kind, conns, payload):
         rate = RATE_FRACTION * closed["req_s"]
         rate = float(f"{rate:.3g}")          # a round number, 3 digits
         if rate > 0:
-            opened, err = echobench(srv.port, srv.pid, conns, payload, rate=rate)
+            opened, err = echobench(srv.port, srv.pid, conns, payload, rate=rate, udp=udp)
             if err:
                 res["errors"].append(err)
             else:
@@ -239,7 +391,7 @@ def run_cell(kind, conns, payload):
                                  f"{srv.log_text()[-500:]}")
         text = srv.log_text()
         bad = [ln for ln in text.splitlines() if ln.startswith(("<0>", "<1>", "<2>", "<3>"))]
-        if bad:
+        if bad and not srv.peer:
             res["errors"].append(f"{kind} logged errors: " + " | ".join(bad[:3]))
         srv.cleanup()
 
@@ -267,22 +419,44 @@ def fmt_num(v, digits=0):
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-def summarize(results):
-    cells = {}
+def display(kind):
+    """A server's name in the table: "reference", a peer's name, a backend."""
+    return "reference" if kind == "ref" else kind[5:] if kind.startswith("peer:") else kind
+
+
+def cell_list():
+    """Every cell of a round: (proto, server, conns or flows, payload, gso)."""
+    cells = []
+    if WITH_TCP:
+        servers = BACKENDS + ["peer:" + n for (n, pr) in PEERS if pr == "tcp"]
+        cells += [("tcp", b, c, p, False) for b in servers for c in CONNS for p in PAYLOADS]
+        if WITH_REF:
+            cells += [("tcp", "ref", 1, p, False) for p in PAYLOADS]
+    if WITH_UDP:
+        servers = (UDP_BACKENDS + (["ref"] if WITH_REF else [])
+                   + ["peer:" + n for (n, pr) in PEERS if pr == "udp"])
+        cells += [("udp", b, f, p, g) for b in servers for f in UDP_FLOWS
+                  for p in UDP_PAYLOADS for g in UDP_GSO]
+    return cells
+
+
+def cell_key(r):
+    return (r["proto"], r["server"], r["conns"], r["payload"], bool(r.get("gso")))
+
+
+def summarize(results, cells):
+    by_cell = {}
     for r in results:
-        cells.setdefault((r["server"], r["conns"], r["payload"]), []).append(r)
-    order = [(b, c, p) for b in BACKENDS for c in CONNS for p in PAYLOADS]
-    if WITH_REF:
-        order += [("ref", 1, p) for p in PAYLOADS]
+        by_cell.setdefault(cell_key(r), []).append(r)
     summary = []
-    for key in order:
-        runs = cells.get(key, [])
+    for key in cells:
+        runs = by_cell.get(key, [])
         closed = [r["closed"] for r in runs if "closed" in r]
         opened = [r["open"] for r in runs if "open" in r]
         rps = [c["req_s"] for c in closed]
         m = med(rps)
         s = {
-            "server": key[0], "conns": key[1], "payload": key[2],
+            "proto": key[0], "server": key[1], "conns": key[2], "payload": key[3],
             "rounds": len(closed),
             "req_s": m,
             "req_s_spread_pct": (100.0 * (max(rps) - min(rps)) / m) if len(rps) > 1 and m else None,
@@ -304,47 +478,83 @@ def summarize(results):
             "conn_errors": sum(c.get("errors", 0) for c in closed + opened),
             "failures": sum(len(r["errors"]) for r in runs),
         }
+        if key[0] == "udp":
+            s.update({
+                "gso": key[4], "window": udp_window(key[2], key[4]),
+                "loss_pct": med([c["loss_pct"] for c in closed]),
+                "lost": sum(c["lost"] for c in closed),
+                "fixed_loss_pct": med([o["loss_pct"] for o in opened]),
+                "fixed_lost": sum(o["lost"] for o in opened),
+                "late": sum(c["late"] for c in closed + opened),
+            })
         summary.append(s)
     return summary
 
 
-def print_table(summary):
-    hdr = ("backend", "conns", "payload", "req/s", "±%", "sat p50", "p99", "p99.9",
-           "rate/s", "fix p50", "p99", "p99.9", "srv µs/req", "srv%", "cli%", "RSS MiB", "note")
-    rows = []
-    for s in summary:
-        notes = []
-        if s["failures"]:
-            notes.append(f"FAILED x{s['failures']}")
-        if s["conn_errors"]:
-            notes.append(f"conn errors {s['conn_errors']}")
-        if s["unfinished"]:
-            notes.append(f"unfinished {s['unfinished']}")
-        if (s["rate"] and s["rate_achieved"] is not None
-                and s["rate_achieved"] < 0.97 * s["rate"]):
-            notes.append("rate not met")
-        if (s["client_lag_p99_us"] is not None and s["fixed_p99_us"]
-                and s["client_lag_p99_us"] > s["fixed_p99_us"] / 3):
-            notes.append("client late")
-        if (s["client_cpu_util"] is not None and s["server_cpu_util"] is not None
-                and s["client_cpu_util"] >= 0.95 and s["server_cpu_util"] < 0.85):
-            notes.append("client-bound?")
-        rows.append((
-            "reference" if s["server"] == "ref" else s["server"],
-            str(s["conns"]), str(s["payload"]),
-            fmt_num(s["req_s"]),
-            "-" if s["req_s_spread_pct"] is None else f"{s['req_s_spread_pct']:.0f}",
-            fmt_us(s["sat_p50_us"]), fmt_us(s["sat_p99_us"]), fmt_us(s["sat_p999_us"]),
-            fmt_num(s["rate"]),
-            fmt_us(s["fixed_p50_us"]), fmt_us(s["fixed_p99_us"]), fmt_us(s["fixed_p999_us"]),
-            fmt_num(s["server_cpu_us_per_req"], 2),
-            "-" if s["server_cpu_util"] is None else f"{100 * s['server_cpu_util']:.0f}",
-            "-" if s["client_cpu_util"] is None else f"{100 * s['client_cpu_util']:.0f}",
-            fmt_num(s["rss_mib"], 1),
-            ", ".join(notes),
-        ))
+def ratios(results, cells):
+    """Per echod backend, cell and peer (the reference server and the
+    BENCH_SERVERS of the protocol): the ratio of server CPU per request
+    (datagram), echod / peer, of each round, and its median, min and max."""
+    srv, loss = {}, {}
+    for r in results:
+        if "closed" in r:
+            k = cell_key(r) + (r["round"],)
+            srv[k] = r["closed"]["server_cpu_us_per_req"]
+            loss[k] = r["closed"].get("loss_pct")
+    out = []
+    for (proto, b, c, p, g) in cells:
+        if b == "ref" or b.startswith("peer:"):
+            continue
+        if proto == "tcp" and not any(pr == "tcp" for (_, pr) in PEERS):
+            continue            # TCP: against the reference only with peers
+        for (proto2, q, c2, p2, g2) in cells:
+            if (proto2, c2, p2, g2) != (proto, c, p, g) or not (q == "ref" or q.startswith("peer:")):
+                continue
+            per = [srv[(proto, b, c, p, g, rnd)] / srv[(proto, q, c, p, g, rnd)]
+                   for rnd in range(ROUNDS)
+                   if srv.get((proto, b, c, p, g, rnd)) and srv.get((proto, q, c, p, g, rnd))]
+            out.append({
+                "proto": proto, "server": b, "conns": c, "payload": p, "gso": g, "vs": q,
+                "rounds": len(per), "srv_ratio": med(per),
+                "srv_ratio_min": min(per) if per else None,
+                "srv_ratio_max": max(per) if per else None,
+                "loss_pct": med([loss.get((proto, b, c, p, g, rnd)) for rnd in range(ROUNDS)]),
+                "vs_loss_pct": med([loss.get((proto, q, c, p, g, rnd)) for rnd in range(ROUNDS)]),
+            })
+    return out
+
+
+def notes(s):
+    """The note column of a summary row."""
+    out = []
+    if s["failures"]:
+        out.append(f"FAILED x{s['failures']}")
+    if s["conn_errors"]:
+        out.append(f"conn errors {s['conn_errors']}")
+    if s["unfinished"]:
+        out.append(f"unfinished {s['unfinished']}")
+    if (s["rate"] and s["rate_achieved"] is not None
+            and s["rate_achieved"] < 0.97 * s["rate"]):
+        out.append("rate not met")
+    if (s["client_lag_p99_us"] is not None and s["fixed_p99_us"]
+            and s["client_lag_p99_us"] > s["fixed_p99_us"] / 3):
+        out.append("client late")
+    if (s["client_cpu_util"] is not None and s["server_cpu_util"] is not None
+            and s["client_cpu_util"] >= 0.95 and s["server_cpu_util"] < 0.85):
+        out.append("client-bound?")
+    if s.get("late"):
+        out.append(f"late {s['late']}")
+    return out
+
+
+def fmt_pct(v, digits=0):
+    return "-" if v is None else f"{100 * v:.{digits}f}"
+
+
+def print_rows(hdr, rows, left, groups):
+    """An aligned table: columns in left are left-aligned, a blank line
+    where groups (one value per row) changes."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
-    left = {0, 16}
 
     def line(cols):
         return "  ".join(c.ljust(widths[i]) if i in left else c.rjust(widths[i])
@@ -353,14 +563,86 @@ def print_table(summary):
     print(line(hdr))
     print(line(["-" * w for w in widths]))
     prev = None
-    for s, r in zip(summary, rows):
-        if prev is not None and s["server"] != prev:
+    for g, r in zip(groups, rows):
+        if prev is not None and g != prev:
             print()
-        prev = s["server"]
+        prev = g
         print(line(r))
 
 
+def cols(s, names):
+    """The formatted columns names of summary row s."""
+    f = {
+        "server": lambda: display(s["server"]),
+        "conns": lambda: str(s["conns"]),
+        "win": lambda: str(s["window"]),
+        "gso": lambda: "yes" if s["gso"] else "no",
+        "payload": lambda: str(s["payload"]),
+        "req_s": lambda: fmt_num(s["req_s"]),
+        "spread": lambda: ("-" if s["req_s_spread_pct"] is None
+                           else f"{s['req_s_spread_pct']:.0f}"),
+        "sat_p50": lambda: fmt_us(s["sat_p50_us"]),
+        "sat_p99": lambda: fmt_us(s["sat_p99_us"]),
+        "sat_p999": lambda: fmt_us(s["sat_p999_us"]),
+        "loss": lambda: fmt_loss(s["loss_pct"]),
+        "rate": lambda: fmt_num(s["rate"]),
+        "fix_p50": lambda: fmt_us(s["fixed_p50_us"]),
+        "fix_p99": lambda: fmt_us(s["fixed_p99_us"]),
+        "fix_p999": lambda: fmt_us(s["fixed_p999_us"]),
+        "fix_loss": lambda: fmt_loss(s["fixed_loss_pct"]),
+        "srv_us": lambda: fmt_num(s["server_cpu_us_per_req"], 2),
+        "srv": lambda: fmt_pct(s["server_cpu_util"]),
+        "cli": lambda: fmt_pct(s["client_cpu_util"]),
+        "rss": lambda: fmt_num(s["rss_mib"], 1),
+        "note": lambda: ", ".join(notes(s)),
+    }
+    return tuple(f[n]() for n in names)
+
+
+def print_table(summary):
+    hdr = ("backend", "conns", "payload", "req/s", "±%", "sat p50", "p99", "p99.9",
+           "rate/s", "fix p50", "p99", "p99.9", "srv µs/req", "srv%", "cli%", "RSS MiB", "note")
+    names = ("server", "conns", "payload", "req_s", "spread", "sat_p50", "sat_p99", "sat_p999",
+             "rate", "fix_p50", "fix_p99", "fix_p999", "srv_us", "srv", "cli", "rss", "note")
+    print_rows(hdr, [cols(s, names) for s in summary], {0, 16}, [s["server"] for s in summary])
+
+
+def fmt_loss(v):
+    return "-" if v is None else "0" if v == 0 else f"{v:.2g}" if v < 1 else f"{v:.1f}"
+
+
+def print_udp_table(summary):
+    hdr = ("server", "flows", "win", "gso", "payload", "dgram/s", "±%", "sat p50", "p99",
+           "loss%", "rate/s", "fix p50", "p99", "loss%", "srv µs/dgram", "srv%", "cli%",
+           "RSS MiB", "note")
+    names = ("server", "conns", "win", "gso", "payload", "req_s", "spread", "sat_p50", "sat_p99",
+             "loss", "rate", "fix_p50", "fix_p99", "fix_loss", "srv_us", "srv", "cli", "rss",
+             "note")
+    print_rows(hdr, [cols(s, names) for s in summary], {0, 18}, [s["server"] for s in summary])
+
+
+def print_ratios(rat):
+    hdr = ("proto", "echod", "conns", "gso", "payload", "vs", "srv µs ratio", "min-max",
+           "rounds", "loss%", "vs loss%")
+    rows = []
+    for x in rat:
+        rows.append((
+            x["proto"], x["server"], str(x["conns"]),
+            ("yes" if x["gso"] else "no") if x["proto"] == "udp" else "-",
+            str(x["payload"]), display(x["vs"]),
+            "-" if x["srv_ratio"] is None else f"{x['srv_ratio']:.2f}",
+            "-" if x["srv_ratio_min"] is None
+            else f"{x['srv_ratio_min']:.2f}-{x['srv_ratio_max']:.2f}",
+            str(x["rounds"]), fmt_loss(x["loss_pct"]), fmt_loss(x["vs_loss_pct"]),
+        ))
+    print_rows(hdr, rows, {0, 1, 5}, [(x["proto"], x["server"], x["conns"], x["payload"],
+                                       x["gso"]) for x in rat])
+
+
 def main():
+    if PEERS is None:
+        log(f"run.py: {PEERS_ERROR}")
+        return 2
     for prog in (ECHOD, ECHOBENCH) + ((REFSERVER,) if WITH_REF else ()):
         if not os.access(prog, os.X_OK):
             log(f"run.py: {prog} is missing: run `make bench` (it builds what it needs)")
@@ -371,9 +653,7 @@ def main():
             f"this machine has {ncpu})")
         return 2
 
-    cells = [(b, c, p) for b in BACKENDS for c in CONNS for p in PAYLOADS]
-    if WITH_REF:
-        cells += [("ref", 1, p) for p in PAYLOADS]
+    cells = cell_list()
     rng = random.Random(SEED)
     per_run = 2 * (WARMUP + DURATION) + 0.6
     log(f"echod benchmark: {len(cells)} cells x {ROUNDS} round(s), {WARMUP:g} s warm-up + "
@@ -387,18 +667,23 @@ def main():
         for rnd in range(ROUNDS):
             order = cells[:]
             rng.shuffle(order)
-            for i, (kind, conns, payload) in enumerate(order):
-                r = run_cell(kind, conns, payload)
+            for i, cell in enumerate(order):
+                proto, kind, conns, payload, gso = cell
+                r = run_cell(cell)
                 r["round"] = rnd
                 results.append(r)
                 c = r.get("closed")
                 o = r.get("open")
                 msg = (f"[round {rnd + 1}/{ROUNDS} {i + 1:2d}/{len(order)}] "
-                       f"{kind:8s} c={conns:<4d} l={payload:<5d} ")
+                       f"{display(kind):8s} c={conns:<4d} l={payload:<5d} ")
+                if proto == "udp":
+                    msg = msg.replace(" c=", f" udp{' gso' if gso else ''} c=")
                 if c:
                     msg += (f"{c['req_s']:10,.0f} req/s p99 {fmt_us(c['p99_us']):>6s} "
                             f"srv {c['server_cpu_util'] * 100:3.0f}% "
                             f"cli {c['client_cpu_util'] * 100:3.0f}%")
+                    if proto == "udp":
+                        msg += f" loss {fmt_loss(c['loss_pct'])}%"
                 if o:
                     msg += f" | {o['target_req_s']:,.0f}/s p99 {fmt_us(o['p99_us'])}"
                 if r["errors"]:
@@ -412,7 +697,8 @@ def main():
         kill_children()
     elapsed = time.monotonic() - t_start
 
-    summary = summarize(results)
+    summary = summarize(results, cells)
+    rat = ratios(results, cells)
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": platform.release(),
@@ -423,9 +709,12 @@ def main():
         "rate_fraction": RATE_FRACTION, "server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU,
         "seed": SEED, "elapsed_s": round(elapsed, 1),
         "echod": ECHOD, "echobench": ECHOBENCH, "refserver": REFSERVER,
+        "udp": WITH_UDP, "udp_window": UDP_WINDOW, "udp_loss_timeout_s": UDP_LOSS_TIMEOUT,
+        "peers": {f"{n}@{pr}": cmd for (n, pr), cmd in PEERS.items()},
     }
     with open(JSON_OUT, "w") as f:
-        json.dump({"meta": meta, "summary": summary, "runs": results}, f, indent=1)
+        json.dump({"meta": meta, "summary": summary, "ratios": rat, "runs": results}, f,
+                  indent=1)
 
     print()
     print(f"echod benchmark - {meta['cpu_model']}, {ncpu} CPUs, Linux {meta['kernel']}; "
@@ -433,12 +722,30 @@ def main():
     print(f"median of {ROUNDS} interleaved round(s); {WARMUP:g} s warm-up + {DURATION:g} s "
           f"per run; latency in µs; fixed rate = {RATE_FRACTION:g} x that round's "
           f"saturation req/s{'; QUICK mode (subset)' if QUICK else ''}")
-    print()
-    print_table(summary)
-    print()
-    print(f"req/s, sat: closed loop (one request in flight per connection).  ±%: spread "
-          f"of req/s over rounds.  fix: open loop at rate/s, latency from the intended send "
-          f"time.  srv µs/req, srv%, cli%, RSS: at saturation.  See bench/README.")
+    tcp = [s for s in summary if s["proto"] == "tcp"]
+    udp = [s for s in summary if s["proto"] == "udp"]
+    if tcp:
+        print()
+        print_table(tcp)
+        print()
+        print(f"req/s, sat: closed loop (one request in flight per connection).  ±%: spread "
+              f"of req/s over rounds.  fix: open loop at rate/s, latency from the intended send "
+              f"time.  srv µs/req, srv%, cli%, RSS: at saturation.  See bench/README.")
+    if udp:
+        print()
+        print_udp_table(udp)
+        print()
+        print(f"UDP: flows x win datagrams in flight (closed loop), gso: the client sends them "
+              f"as UDP_SEGMENT batches and receives with UDP_GRO.  loss%: datagrams not echoed "
+              f"within {UDP_LOSS_TIMEOUT:g} s (sat, then fix).  srv µs/dgram: server CPU per "
+              f"datagram at saturation.  See bench/README.")
+    if rat:
+        print()
+        print_ratios(rat)
+        print()
+        print("srv µs ratio: server CPU per request (datagram) at saturation, echod / vs, "
+              "median of the per-round ratios (min-max over rounds); loss%: at saturation, "
+              "median over rounds.")
     print(f"{elapsed:.0f} s; raw results: {JSON_OUT}")
     return 1 if failed else 0
 
