@@ -171,7 +171,9 @@ static void receive(struct worker *w, struct epu_sock *s)
 			dgram_kernel_drops(&w->dc, s->idx, ovfl);
 		dgram_received(&w->dc, len, gso);
 		count = dgram_count(len, gso);
-		if (m->msg_flags & MSG_TRUNC) {
+		/* cut short: the payload, or the control data, which could
+		 * have held the GRO segment size */
+		if (m->msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
 			dgram_drop(&w->dc, DDROP_TRUNCATED, count);
 			continue;
 		}

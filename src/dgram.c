@@ -3,6 +3,8 @@
 #include "dgram.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <stdio.h>
@@ -85,6 +87,9 @@ static bool loop_port(const struct dgram_ctx *dc, uint16_t port)
 {
 	for (unsigned i = 0; i < dc->n_loop_ports; i++)
 		if (dc->loop_ports[i] == port)
+			return true;
+	for (unsigned i = 0; i < dc->n_own_ports; i++)
+		if (dc->own_ports[i] == port)
 			return true;
 	return false;
 }
@@ -173,6 +178,40 @@ int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srcl
 	dgram_drop(dc, why, n);
 	log_drop(dc, a, port, why);
 	return (int)why + 1;
+}
+
+int dgram_attach_socket(struct dgram_ctx *dc, unsigned sock_i, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	uint32_t mem[SK_MEMINFO_VARS];
+	socklen_t memlen = sizeof(mem);
+	uint16_t port = 0;
+	bool known = false;
+
+	if (sock_i >= DGRAM_MAX_SOCKETS)
+		return -EINVAL;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0) {
+		log_errno(LOG_WARNING, errno, "worker %u: getsockname fd %d", dc->worker_id, fd);
+		return -errno;
+	}
+	if (ss.ss_family == AF_INET)
+		port = ntohs(((const struct sockaddr_in *)&ss)->sin_port);
+	else if (ss.ss_family == AF_INET6)
+		port = ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+	for (unsigned i = 0; i < dc->n_own_ports; i++)
+		known |= dc->own_ports[i] == port;
+	if (port && !known && dc->n_own_ports < DGRAM_MAX_SOCKETS)
+		dc->own_ports[dc->n_own_ports++] = port;
+	memset(mem, 0, sizeof(mem));
+	if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &memlen) < 0) {
+		log_errno(LOG_WARNING, errno, "worker %u: getsockopt SO_MEMINFO fd %d",
+			  dc->worker_id, fd);
+		return -errno;
+	}
+	if (memlen > SK_MEMINFO_DROPS * sizeof(uint32_t))
+		dc->ovfl_seen[sock_i] = mem[SK_MEMINFO_DROPS];
+	return 0;
 }
 
 /* ---- control data ---- */

@@ -43,7 +43,11 @@
 /* Control data of an echo: one UDP_SEGMENT (uint16_t). */
 #define DGRAM_CMSG_SPACE    CMSG_SPACE(sizeof(uint16_t))
 /* Control data of a receive: UDP_GRO (int) and SO_RXQ_OVFL (uint32_t). */
-#define DGRAM_RX_CMSG_SPACE (CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t)) + 64)
+/* Room for the control data of a receive: UDP_GRO (int) and SO_RXQ_OVFL
+ * (uint32_t), and what an inherited socket may add (PassPacketInfo=,
+ * Timestamping=, PassSecurity= ...); a receive whose control data is cut
+ * (MSG_CTRUNC) may have lost its segment size: dropped as truncated. */
+#define DGRAM_RX_CMSG_SPACE 256
 
 /* A source the log limiter remembers. */
 struct dgram_logslot {
@@ -61,6 +65,10 @@ struct dgram_ctx {
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 	/* kernel drops: the SO_RXQ_OVFL count last seen, per UDP socket slot */
 	uint32_t ovfl_seen[DGRAM_MAX_SOCKETS];
+	/* the ports echod's own UDP sockets are bound to: a datagram from one
+	 * of them is another echo service answering (loop_port) */
+	unsigned n_own_ports;
+	uint16_t own_ports[DGRAM_MAX_SOCKETS];
 	/* the log limiter */
 	struct dgram_logslot log[DGRAM_LOG_SLOTS];
 	uint64_t log_suppressed;     /* drops not logged: the table was full */
@@ -69,6 +77,14 @@ struct dgram_ctx {
 /* Set up dc (everything zero but the counters and the worker id). */
 void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned worker_id);
 
+/* A UDP socket the worker serves in slot sock_i, at the start of the
+ * process: its port is refused as a source (two echo services on the same
+ * port would bounce a datagram forever, whatever udp.loop_ports says), and
+ * the kernel drops it counted before (SO_MEMINFO: the drops SO_RXQ_OVFL
+ * reports are the socket's, since it was created, and an inherited socket
+ * outlives a restart) are not counted again.  0 or -errno (logged). */
+int dgram_attach_socket(struct dgram_ctx *dc, unsigned sock_i, int fd);
+
 /* Apply the live settings: udp.gro and udp.loop_ports. */
 void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports,
 		      unsigned n_loop_ports);
@@ -76,8 +92,8 @@ void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports
 /* Whether a receive of n datagrams (a GRO receive holds several) from src
  * may be echoed: 0, or a DDROP_* + 1 after counting the n drops and
  * logging them at most once a minute per source.
- * Drops source port 0 (bad_source), the ports of udp.loop_ports
- * (loop_port), and multicast, broadcast (255.255.255.255) and unspecified
+ * Drops source port 0 (bad_source), the ports of udp.loop_ports and
+ * echod's own UDP ports (loop_port), and multicast, broadcast (255.255.255.255) and unspecified
  * (0.0.0.0/8, ::) sources (bad_source); an IPv4-mapped IPv6 source is
  * judged as IPv4.  The per-source policy of issue 13 will slot in here. */
 int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srclen,

@@ -403,6 +403,8 @@ static void *worker_main(void *arg)
 	w->state = WORKER_RUNNING;
 	w->accept_resume_ms = 0;
 	dgram_init(&w->dc, w->cc.ctr, w->id);
+	for (unsigned i = 0; i < w->n_udp && i < DGRAM_MAX_SOCKETS; i++)
+		dgram_attach_socket(&w->dc, i, w->udp_fds[i]);
 	w->udp_reading = !w->udp_hold;
 	worker_apply_params(w, &w->params);
 	worker_clock(w);

@@ -361,6 +361,27 @@ static void test_sockets(void)
 		       "loopback: %d sent into a 4 KiB queue: %d read, %u reported dropped "
 		       "(SO_RXQ_OVFL of the next datagram), none unaccounted", sent, queued, ovfl);
 	}
+	/* a new process taking the same socket (a restart through systemd):
+	 * the drops counted before are not counted again, new ones are; and a
+	 * datagram from the socket's own port is another echo service's */
+	ctx_make();
+	tap_ok(dgram_attach_socket(&dc, 0, rx) == 0 && dc.ovfl_seen[0] == ovfl,
+	       "dgram_attach_socket: the socket's earlier drops (%u) are its baseline", ovfl);
+	dgram_kernel_drops(&dc, 0, ovfl);
+	tap_ok(ctr.udp_kernel_drops == 0, "dgram_attach_socket: earlier drops not counted again");
+	dgram_kernel_drops(&dc, 0, ovfl + 3);
+	tap_ok(ctr.udp_kernel_drops == 3, "dgram_attach_socket: drops after it counted (3)");
+	{
+		struct sockaddr_in own = to;
+
+		tap_ok(dgram_check(&dc, (const struct sockaddr *)&own, sizeof(own), 1) ==
+		       DDROP_LOOP_PORT + 1 && ctr.udp_drops[DDROP_LOOP_PORT] == 1,
+		       "dgram_check: a datagram from the socket's own port %u is a loop_port drop",
+		       ntohs(to.sin_port));
+		own.sin_port = htons((uint16_t)(ntohs(to.sin_port) + 1));
+		tap_ok(dgram_check(&dc, (const struct sockaddr *)&own, sizeof(own), 1) == 0,
+		       "dgram_check: the port next to it is answered");
+	}
 	close(rx);
 	close(tx);
 }
