@@ -95,6 +95,8 @@ struct ur_usock {
 	bool starved;                   /* ended on -ENOBUFS: re-armed once buffers return */
 	bool timer;                     /* a delayed re-arm pending */
 	bool poll_first;                /* a send saw -EAGAIN: the next chain waits for POLLOUT */
+	uint32_t held;                  /* buffers in its FIFO (queued or being sent) */
+	bool capped;                    /* its receive stopped: it held its share of the ring */
 };
 
 struct ur_udp {

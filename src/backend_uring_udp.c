@@ -22,8 +22,9 @@
  * holds the datagrams meanwhile), and each exhaustion is counted once.
  * A send the socket cannot take now does not come back as -EAGAIN: the
  * kernel waits for room and the chain behind it waits too, holding its
- * buffers; reading goes on only while the ring has buffers left, so the
- * overload ends up in the socket's receive queue, not in echod's memory.
+ * buffers; reading goes on only while the socket holds less than its
+ * share of the ring (uu_share), so the overload ends up in that socket's
+ * receive queue, not in echod's memory nor in the other sockets' way.
  * Drain and hand-over clear w->udp_reading (update_udp): the receives are
  * cancelled, what they had received and the queued echoes still go out,
  * and ur_udp_busy says when all is done.
@@ -147,6 +148,7 @@ static void uu_received(struct worker *w, unsigned i, uint32_t bid, int res)
 	tx->gso = gso;
 	tx->state = UT_QUEUED;
 	tx->next = UR_UNONE;
+	s->held++;
 	if (s->q_tail == UR_UNONE)
 		s->q_head = bid;
 	else
@@ -217,6 +219,7 @@ static void uu_reap(struct ur *ur, struct ur_usock *s)
 				ur->u.tx[prev].next = next;
 			if (s->q_tail == b)
 				s->q_tail = prev;
+			s->held--;
 			uu_buf_release(ur, b);
 		} else {
 			prev = b;
@@ -342,6 +345,19 @@ static bool uu_may_rearm(const struct ur *ur)
 	return nfree && (nfree >= ur->u.nbufs / 4 || ur->u.returned == 0);
 }
 
+/* A socket's share of the ring: the buffers its FIFO may hold before its
+ * receive stops.  A socket whose echoes cannot go out (its sends wait for
+ * room) would otherwise take every buffer and starve the worker's other
+ * UDP sockets: with its receive stopped, its own kernel queue takes the
+ * overload, as the contract asks.  It reads again once its FIFO is down
+ * to half its share. */
+static uint32_t uu_share(const struct worker *w, const struct ur *ur)
+{
+	uint32_t share = w->n_udp ? ur->u.nbufs / w->n_udp : ur->u.nbufs;
+
+	return share < 8 ? 8 : share;
+}
+
 /* A receive that failed again right after its re-arm waits a moment. */
 static void uu_arm_timer(struct worker *w, unsigned i)
 {
@@ -372,7 +388,13 @@ void ur_udp_sync(struct worker *w)
 	for (unsigned i = 0; i < w->n_udp; i++) {
 		struct ur_usock *s = &ur->u.s[i];
 
-		if (!w->udp_reading) {
+		if (w->n_udp > 1) {
+			if (s->held >= uu_share(w, ur))
+				s->capped = true;
+			else if (s->held <= uu_share(w, ur) / 2)
+				s->capped = false;
+		}
+		if (!w->udp_reading || s->capped) {
 			if (s->armed && !s->cancelling)
 				uu_cancel_recv(w, i);
 		} else if (!s->armed && !s->timer) {
@@ -441,5 +463,6 @@ void ur_udp_fini(struct worker *w)
 				dgram_drop(&w->dc, DDROP_SEND_ERROR, dgram_count(tx->iov.iov_len, tx->gso));
 		}
 		s->q_head = s->q_tail = UR_UNONE;
+		s->held = 0;
 	}
 }
