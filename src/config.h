@@ -141,8 +141,10 @@ unsigned config_diff(const struct echod_config *a, const struct echod_config *b)
  * take effect at the next restart). */
 unsigned config_restart_mask(void);
 
-/* The names of those settings, "/"-separated ("port/listen/backlog"). */
-void config_restart_names(char *buf, size_t size);
+/* The names of the settings that only a restart applies and that differ
+ * between a and b, "/"-separated ("port/udp.listen"); "" if none. */
+void config_restart_names(const struct echod_config *a, const struct echod_config *b,
+			  char *buf, size_t size);
 
 /* Copy into next, from running, every setting a reload does not apply. */
 void config_keep_restart(struct echod_config *next, const struct echod_config *running);

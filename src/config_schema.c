@@ -232,7 +232,8 @@ unsigned config_restart_mask(void)
 	return m;
 }
 
-void config_restart_names(char *buf, size_t size)
+void config_restart_names(const struct echod_config *a, const struct echod_config *b,
+			  char *buf, size_t size)
 {
 	size_t i, len = 0;
 
@@ -242,7 +243,8 @@ void config_restart_names(char *buf, size_t size)
 	for (i = 0; i < schema_n_settings && len + 1 < size; i++) {
 		int n;
 
-		if (schema_settings[i].live)
+		if (schema_settings[i].live ||
+		    schema_settings[i].type->equal(&schema_settings[i], a, b))
 			continue;
 		n = snprintf(buf + len, size - len, "%s%s", len ? "/" : "",
 			     schema_settings[i].name);

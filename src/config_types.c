@@ -1,10 +1,9 @@
 /* config_types.c - the types of settings of the table (config_schema.c):
- * integers in a range, booleans, enums, an address, the listen list,
- * the core list and port lists.  Each reads its libconfig setting into struct
- * echod_config (every error "FILE:LINE: message" through config_parse.c),
- * sets its default, compares two values (the reload diff) and formats its
- * value and its range for people (echod -T).
- */
+ * integers in a range, booleans, enums, an address, the listen list, the
+ * core list and port lists.  Each reads its libconfig setting into struct
+ * echod_config (errors "FILE:LINE: message" through config_where.c), sets
+ * its default, compares two values (the reload diff; an address without
+ * its port, a setting of its own) and formats value and range (echod -T). */
 #include "autoconfig.h"
 
 #include "config.h"
@@ -24,8 +23,7 @@
 #define VALUE(cfg, st) ((char *)(cfg) + (st)->offset)
 #define CVALUE(cfg, st) ((const char *)(cfg) + (st)->offset)
 
-/* ------------------------------------------------------------------ */
-/* helpers */
+/* ---- helpers ---- */
 
 /* Append to buf (size bytes, NUL-terminated) like printf. */
 static void append(char *buf, size_t size, const char *fmt, ...)
@@ -128,8 +126,7 @@ static const char *get_string(struct scan *sc, const config_setting_t *s, const 
 	return config_setting_get_string(s);
 }
 
-/* ------------------------------------------------------------------ */
-/* addresses */
+/* ---- addresses ---- */
 
 /* Parse an IPv4 or IPv6 literal into a (zeroed) config_addr; port 0. */
 static int addr_parse(struct config_addr *a, const char *text)
@@ -164,7 +161,11 @@ static void addr_set_port(struct config_addr *a, uint16_t port)
 
 static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
 {
-	return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+	struct config_addr x = *a, y = *b;
+
+	addr_set_port(&x, 0);
+	addr_set_port(&y, 0);
+	return x.salen == y.salen && memcmp(&x.sa, &y.sa, x.salen) == 0;
 }
 
 static int get_addr(struct scan *sc, const config_setting_t *s, const char *name,
@@ -188,8 +189,7 @@ static struct config_addr *addrs_of(const struct schema_setting *st,
 	return (struct config_addr *)CVALUE(cfg, st);
 }
 
-/* ------------------------------------------------------------------ */
-/* integers (uint16_t or uint32_t fields) */
+/* ---- integers (uint16_t or uint32_t fields) ---- */
 
 static long long uint_get(const struct schema_setting *st, const struct echod_config *cfg)
 {
@@ -257,8 +257,7 @@ const struct schema_type schema_uint = {
 	uint_parse, uint_default, uint_equal, uint_format, uint_range,
 };
 
-/* ------------------------------------------------------------------ */
-/* booleans */
+/* ---- booleans ---- */
 
 static void bool_parse(struct scan *sc, const config_setting_t *s,
 		       const struct schema_setting *st, struct echod_config *cfg)
@@ -310,8 +309,7 @@ const struct schema_type schema_bool = {
 	bool_parse, bool_default, bool_equal, bool_format, bool_range,
 };
 
-/* ------------------------------------------------------------------ */
-/* enums: a string out of st->values, stored as an int-sized field */
+/* ---- enums: a string out of st->values, stored as an int-sized field ---- */
 
 static int enum_get(const struct schema_setting *st, const struct echod_config *cfg)
 {
@@ -393,8 +391,7 @@ const struct schema_type schema_enum = {
 	enum_parse, enum_default, enum_equal, enum_format, enum_range,
 };
 
-/* ------------------------------------------------------------------ */
-/* one address, or a list of them ("listen") */
+/* ---- one address, or a list of them ("listen") ---- */
 
 static void addr_parse_setting(struct scan *sc, const config_setting_t *s,
 			       const struct schema_setting *st, struct echod_config *cfg)

@@ -439,7 +439,7 @@ static void reload(struct control *ctl)
 	if (changed & config_restart_mask()) {
 		char names[256];
 
-		config_restart_names(names, sizeof(names));
+		config_restart_names(&ctl->cfg, &next, names, sizeof(names));
 		log_warning("reload: %s changed; this takes effect at the next restart", names);
 	}
 	/* the listeners stay as running, so the next diff names them again */

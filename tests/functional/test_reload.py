@@ -93,7 +93,7 @@ for be in backends():
         old_port = d.port
         d.rewrite_config(port=old_port + 1 if old_port < 65535 else old_port - 1)
         m = reload_and_wait(d, APPLIED)
-        tap.ok(m and re.search(r"port/listen/backlog changed; this takes effect at the next restart",
+        tap.ok(m and re.search(r"reload: port changed; this takes effect at the next restart",
                                d.log()),
                f"[{be}] a port change is named as needing a restart", diag=d.log_tail())
         res = client(old_port, "-n", "100k", "-s", 14)

@@ -1038,11 +1038,28 @@ static void test_table(void)
 	tap_ok(!(live & restart), "the table: each change bit is all live or all restart");
 	tap_ok(config_restart_mask() == CONFIG_CHANGED_LISTEN,
 	       "config_restart_mask: the listeners (got %#x)", config_restart_mask());
-	config_restart_names(names, sizeof(names));
-	tap_ok(!strcmp(names, "port/listen/backlog/udp.enabled/udp.port/udp.listen"),
-	       "config_restart_names: '%s'", names);
-	config_restart_names(names, 8);
-	tap_ok(strlen(names) < 8, "config_restart_names: cut to the buffer ('%s')", names);
+	{
+		struct echod_config a, b;
+
+		config_defaults(&a);
+		b = a;
+		config_restart_names(&a, &b, names, sizeof(names));
+		tap_ok(!strcmp(names, ""), "config_restart_names: none when nothing differs ('%s')",
+		       names);
+		b.port = 8;
+		b.udp.port = 9;
+		b.max_connections = 5;          /* live: never named */
+		config_restart_names(&a, &b, names, sizeof(names));
+		tap_ok(!strcmp(names, "port/udp.port"),
+		       "config_restart_names: the restart settings that differ ('%s')", names);
+		b.backlog = 1;
+		b.udp.enabled = !a.udp.enabled;
+		config_restart_names(&a, &b, names, sizeof(names));
+		tap_ok(!strcmp(names, "port/backlog/udp.enabled/udp.port"),
+		       "config_restart_names: in table order ('%s')", names);
+		config_restart_names(&a, &b, names, 8);
+		tap_ok(strlen(names) < 8, "config_restart_names: cut to the buffer ('%s')", names);
+	}
 }
 
 /* config_keep_restart: the restart settings of the running configuration,
