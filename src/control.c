@@ -280,7 +280,7 @@ static void publish_workers(struct control *ctl)
 static void log_totals(struct control *ctl)
 {
 	struct worker_counters sum;
-	unsigned long long t[10];
+	unsigned long long t[13] = { 0 };
 
 	memset(&sum, 0, sizeof(sum));
 	metrics_fold(&sum, 1, ctl->ws.ctr, ctl->ws.n);
@@ -296,10 +296,15 @@ static void log_totals(struct control *ctl)
 	t[7] = ctr_get(&sum.conn_errors);
 	t[8] = ctr_get(&sum.cq_overflow);
 	t[9] = ctr_get(&sum.rearms);
+	t[10] = ctr_get(&sum.udp_rx_datagrams);
+	t[11] = ctr_get(&sum.udp_tx_datagrams);
+	for (unsigned k = 0; k < DDROP__COUNT; k++)
+		t[12] += ctr_get(&sum.udp_drops[k]);
 	log_info("totals: accepted %llu, rejected %llu, bytes received %llu, bytes sent %llu, "
 		 "buffer exhaustion %llu, backpressure pauses %llu, idle timeouts %llu, "
-		 "connection errors %llu, cq overflow %llu, rearms %llu",
-		 t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]);
+		 "connection errors %llu, cq overflow %llu, rearms %llu, "
+		 "udp datagrams received %llu, echoed %llu, dropped %llu",
+		 t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12]);
 }
 
 /* ---- replacing the workers ---- */

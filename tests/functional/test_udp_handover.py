@@ -5,7 +5,9 @@ serves the inherited socket from one event loop only (two would reorder a
 flow) and binds no UDP socket of its own; a reload that switches the
 backend (or, with one backend, restarts the event loops) under steady UDP
 load loses, duplicates and reorders no datagram echod received: every one
-the client sent comes back in order, or is in the kernel's drop count."""
+the client sent comes back in order, or is in the kernel's drop count; and
+SIGTERM in the middle of a stream echoes every datagram echod had received
+before it exits."""
 import os
 import re
 import signal
@@ -20,6 +22,8 @@ from echodtest import SYSTEMD_SOCKET_ACTIVATE, Daemon, Tap, backends, free_port 
 from metricsutil import scrape, value  # noqa: E402
 
 tap = Tap(timeout=300)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 ssa = SYSTEMD_SOCKET_ACTIVATE or "/usr/bin/systemd-socket-activate"
 
 
@@ -150,4 +154,62 @@ for be in backends():
         tap.ok(value(m, "echod_udp_sent_datagrams_total") == back,
                f"[{be}] the counters go on across the reload (sent {back})")
         tap.ok(d.stop() == 0, f"[{be}] exit 0 on SIGTERM", diag=d.log_tail())
+
+    # ---- SIGTERM in the middle of a UDP stream: echod stops reading and
+    # sends back what it had received; its totals line says what that was
+    up = udp_port()
+    with tap.guard(be), Daemon(be, core=[0, 1],
+                               udp={"enabled": True, "port": up, "listen": ["127.0.0.1"]}) as d:
+        flows = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+        for s in flows:
+            try:            # root: past net.core.rmem_max, so the client loses none
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+            s.settimeout(1.0)
+        stop = threading.Event()
+        sent = [0] * len(flows)
+
+        def blast():
+            # as fast as Python sends: echod's loops have echoes in hand
+            while not stop.is_set():
+                for i, s in enumerate(flows):
+                    s.sendto(struct.pack("!II", i, sent[i]) + b"s" * 500, ("127.0.0.1", up))
+                    sent[i] += 1
+        t = threading.Thread(target=blast)
+        t.start()
+        time.sleep(0.3)
+        d.signal(signal.SIGTERM)
+        status = d.wait(10)
+        stop.set()
+        t.join(10)
+        back = [[] for _ in flows]
+        client_drops = 0
+        for i, s in enumerate(flows):
+            ovfl = 0
+            try:
+                while True:
+                    data, anc, _f, _a = s.recvmsg(4096, socket.CMSG_SPACE(4))
+                    back[i].append(struct.unpack("!II", data[:8])[1])
+                    for level, kind, v in anc:
+                        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
+                            ovfl = struct.unpack("I", v[:4])[0]
+            except socket.timeout:
+                pass
+            client_drops += ovfl
+            s.close()
+        m = re.search(r"udp datagrams received (\d+), echoed (\d+), dropped (\d+)", d.log())
+        rx, tx, dropped = (int(x) for x in m.groups()) if m else (-1, -1, -1)
+        got = sum(len(b) for b in back)
+        in_order = all(b == sorted(b) and len(set(b)) == len(b) for b in back)
+        tap.figure(f"[{be}] SIGTERM mid-stream: sent / received by echod / echoed / dropped / "
+                   f"back / lost in the client's own queue",
+                   f"{sum(sent)} / {rx} / {tx} / {dropped} / {got} / {client_drops}")
+        tap.ok(status == 0 and m and rx > 0 and rx == tx + dropped and dropped == 0 and
+               got + client_drops == tx and in_order,
+               f"[{be}] SIGTERM mid-stream: every datagram echod received ({rx}) was echoed "
+               f"before it exited, and came back ({got}, {client_drops} lost in the client's "
+               f"queue), in order",
+               diag=f"status {status}; totals {m and m.group(0)}\n{d.log_tail()}")
 tap.done()
