@@ -518,6 +518,8 @@ int listen_udp_options(struct listen_set *sets, unsigned nsets, const struct ech
 	static bool gro_missing;         /* logged once */
 	bool rcvbuf_warned = false;
 	int one = 1, gro = cfg->udp.gro;
+	const struct listener *first = NULL;
+	unsigned n = 0;
 
 	for (unsigned s = 0; s < nsets; s++) {
 		for (unsigned i = 0; i < sets[s].n_udp; i++) {
@@ -542,7 +544,18 @@ int listen_udp_options(struct listen_set *sets, unsigned nsets, const struct ech
 					   "serving without it");
 			}
 			set_rcvbuf(l, cfg->udp.receive_buffer, &rcvbuf_warned);
+			if (!n++)
+				first = l;
 		}
+	}
+	if (first) {
+		int got = 0;
+		socklen_t len = sizeof(got);
+
+		if (getsockopt(first->fd, SOL_SOCKET, SO_RCVBUF, &got, &len) < 0)
+			got = 0;
+		log_info("UDP sockets: %u; SO_RXQ_OVFL on; UDP_GRO %s; receive buffer %d bytes",
+			 n, gro_missing ? "not supported" : gro ? "on" : "off", got / 2);
 	}
 	return 0;
 }
