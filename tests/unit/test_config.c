@@ -234,7 +234,7 @@ static void check_load_same(const char *name, const char *path, int r,
 			    const struct echod_config *cfg,
 			    const struct config_errors *errs)
 {
-	struct echod_config c2;
+	static struct echod_config c2;   /* ~570 KB each: not on the stack */
 	struct config_errors e2;
 	int r2;
 
@@ -774,7 +774,7 @@ static const struct bad_case bad[] = {
 
 static void run_good(const struct good_case *g)
 {
-	struct echod_config want, got;
+	static struct echod_config want, got;   /* ~570 KB each: not on the stack */
 	struct config_errors errs;
 	char dir[1024], path[1100];
 	int r;
@@ -794,7 +794,7 @@ static void run_good(const struct good_case *g)
 
 static void run_bad(const struct bad_case *b)
 {
-	struct echod_config cfg;
+	static struct echod_config cfg;   /* ~570 KB each: not on the stack */
 	struct config_errors errs;
 	char dir[1024], path[1100];
 	const char *want[41];
@@ -824,7 +824,7 @@ static void run_bad(const struct bad_case *b)
 /* Cases that need more than a text file. */
 static void test_special_files(void)
 {
-	struct echod_config cfg;
+	static struct echod_config cfg;   /* ~570 KB each: not on the stack */
 	struct config_errors errs;
 	char dir[1024], path[1100], *big;
 	const char *want[3] = { NULL, NULL, NULL };
@@ -956,7 +956,7 @@ static void test_special_files(void)
 static void test_bundled(void)
 {
 	const char *src = getenv("ECHOD_SRCDIR");
-	struct echod_config want, got;
+	static struct echod_config want, got;   /* ~570 KB each: not on the stack */
 	struct config_errors errs;
 	char path[PATH_MAX];
 	int r;
@@ -975,7 +975,7 @@ static void test_bundled(void)
 
 static void test_defaults(void)
 {
-	struct echod_config c;
+	static struct echod_config c;   /* ~570 KB each: not on the stack */
 	const struct sockaddr_in *s4;
 	const struct sockaddr_in6 *s6;
 
@@ -1080,7 +1080,7 @@ static void test_table(void)
 	tap_ok(config_restart_mask() == CONFIG_CHANGED_LISTEN,
 	       "config_restart_mask: the listeners (got %#x)", config_restart_mask());
 	{
-		struct echod_config a, b;
+		static struct echod_config a, b;   /* ~570 KB each: not on the stack */
 
 		config_defaults(&a);
 		b = a;
@@ -1107,7 +1107,7 @@ static void test_table(void)
  * every other one of the new. */
 static void test_keep_restart(void)
 {
-	struct echod_config run, next, want;
+	static struct echod_config run, next, want;   /* ~570 KB each: not on the stack */
 
 	config_defaults(&run);
 	config_defaults(&next);
@@ -1126,7 +1126,7 @@ static void test_keep_restart(void)
 
 static void test_diff(void)
 {
-	struct echod_config a, b;
+	static struct echod_config a, b;   /* ~570 KB each: not on the stack */
 
 	config_defaults(&a);
 	b = a;
@@ -1165,7 +1165,7 @@ static void test_diff(void)
 /* config_load() when the parser crashes, exits or hangs. */
 static void test_load_failures(void)
 {
-	struct echod_config cfg;
+	static struct echod_config cfg;   /* ~570 KB each: not on the stack */
 	struct config_errors errs;
 	char dir[1024], path[1100];
 	const char *want[2] = { NULL, NULL };
