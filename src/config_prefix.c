@@ -20,19 +20,6 @@
 #define PREFIXES(cfg, st) ((struct config_prefix *)((char *)(cfg) + (st)->offset))
 #define CPREFIXES(cfg, st) ((const struct config_prefix *)((const char *)(cfg) + (st)->offset))
 
-static unsigned count_of(const struct schema_setting *st, const struct echod_config *cfg)
-{
-	unsigned n;
-
-	memcpy(&n, (const char *)cfg + st->count_offset, sizeof(n));
-	return n < st->max_count ? n : st->max_count;
-}
-
-static void set_count(const struct schema_setting *st, struct echod_config *cfg, unsigned n)
-{
-	memcpy((char *)cfg + st->count_offset, &n, sizeof(n));
-}
-
 /* One element: 0 and *p, or -1 (reported). */
 static int one_prefix(struct scan *sc, const config_setting_t *e, const struct schema_setting *st,
 		      unsigned i, bool in_list, struct config_prefix *p)
@@ -69,7 +56,7 @@ static void prefix_parse(struct scan *sc, const config_setting_t *s,
 
 		if (one_prefix(sc, s, st, 0, false, &p) == 0) {
 			out[0] = p;
-			set_count(st, cfg, 1);
+			schema_set_count(st, cfg, 1);
 		}
 		return;
 	}
@@ -93,20 +80,20 @@ static void prefix_parse(struct scan *sc, const config_setting_t *s,
 	}
 	if (ok) {
 		memcpy(out, tmp, n * sizeof(*tmp));
-		set_count(st, cfg, n);
+		schema_set_count(st, cfg, n);
 	}
 	free(tmp);
 }
 
 static void prefix_default(const struct schema_setting *st, struct echod_config *cfg)
 {
-	set_count(st, cfg, 0);     /* [] (the entries are zeroed with the struct) */
+	schema_set_count(st, cfg, 0);     /* [] (the entries are zeroed with the struct) */
 }
 
 static bool prefix_equal(const struct schema_setting *st, const struct echod_config *a,
 			 const struct echod_config *b)
 {
-	unsigned na = count_of(st, a), nb = count_of(st, b);
+	unsigned na = schema_count_of(st, a), nb = schema_count_of(st, b);
 
 	return na == nb && !memcmp(CPREFIXES(a, st), CPREFIXES(b, st),
 				   na * sizeof(struct config_prefix));
@@ -116,7 +103,7 @@ static void prefix_format(const struct schema_setting *st, const struct echod_co
 			  char *buf, size_t size)
 {
 	const struct config_prefix *p = CPREFIXES(cfg, st);
-	unsigned n = count_of(st, cfg);
+	unsigned n = schema_count_of(st, cfg);
 	size_t len = 1;
 
 	snprintf(buf, size, "[");

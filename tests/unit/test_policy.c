@@ -112,33 +112,50 @@ static void test_text(void)
 
 static void test_rules(void)
 {
-	check("empty lists: everyone", "", "",
-	      "10.1.2.3=1 ::1=1 2001:db8::1=1 0.0.0.0=1");
+	/* what, allow, deny, "address=allowed ..." */
+	static const char *const t[][4] = {
+		{ "empty lists: everyone",
+		  "", "",
+		  "10.1.2.3=1 ::1=1 2001:db8::1=1 0.0.0.0=1" },
+		{ "IPv4 deny only: the rest may",
+		  "", "10.0.0.0/8 192.0.2.7",
+		  "10.0.0.1=0 10.255.255.255=0 11.0.0.0=1 192.0.2.7=0 192.0.2.8=1 ::1=1" },
+		{ "IPv4 allow only: nobody else, IPv6 neither",
+		  "127.0.0.0/8", "",
+		  "127.0.0.1=1 127.9.9.9=1 128.0.0.1=0 ::1=0 ::ffff:127.0.0.5=1" },
+		{ "IPv6 deny",
+		  "", "::1/128 2001:db8::/32",
+		  "::1=0 ::2=1 2001:db8:ffff::1=0 2001:db9::1=1 127.0.0.1=1" },
+		{ "IPv4-mapped sources are judged as IPv4",
+		  "", "10.0.0.0/8",
+		  "::ffff:10.1.1.1=0 ::ffff:11.1.1.1=1" },
+		{ "an IPv6 prefix over ::ffff:0:0/96 does not judge IPv4 sources",
+		  "", "::/0",
+		  "10.1.1.1=1 ::ffff:10.1.1.1=1 ::1=0 2001:db8::1=0" },
+		{ "most specific wins: allow /8, deny /16, allow /24, deny /32",
+		  "10.0.0.0/8 10.1.2.0/24", "10.1.0.0/16 10.1.2.3",
+		  "10.9.9.9=1 10.1.9.9=0 10.1.2.4=1 10.1.2.3=0 11.0.0.1=0" },
+		{ "most specific wins: deny /8, allow /24 inside",
+		  "10.1.2.0/24", "10.0.0.0/8",
+		  "10.1.2.9=1 10.1.3.9=0 12.0.0.1=0" },
+		{ "most specific wins, no allow list: deny /8, allow /24 inside",
+		  "", "0.0.0.0/0",
+		  "1.2.3.4=0 ::1=1" },
+		{ "a tie denies",
+		  "10.0.0.0/8 ::1", "10.0.0.0/8 ::1/128",
+		  "10.0.0.1=0 ::1=0 11.0.0.1=0" },
+		{ "a tie denies, whatever the order",
+		  "192.0.2.0/24 192.0.2.0/24", "192.0.2.0/24",
+		  "192.0.2.1=0" },
+		{ "/0 allow with a /32 deny",
+		  "0.0.0.0/0 ::/0", "192.0.2.1",
+		  "192.0.2.1=0 192.0.2.2=1 ::1=1" },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		check(t[i][0], t[i][1], t[i][2], t[i][3]);
 	tap_ok(build("", "") == NULL && policy_allows(NULL, (const uint8_t *)"0123456789abcdef"),
 	       "empty lists compile to NULL, which allows");
-	check("IPv4 deny only: the rest may", "", "10.0.0.0/8 192.0.2.7",
-	      "10.0.0.1=0 10.255.255.255=0 11.0.0.0=1 192.0.2.7=0 192.0.2.8=1 ::1=1");
-	check("IPv4 allow only: nobody else, IPv6 neither", "127.0.0.0/8", "",
-	      "127.0.0.1=1 127.9.9.9=1 128.0.0.1=0 ::1=0 ::ffff:127.0.0.5=1");
-	check("IPv6 deny", "", "::1/128 2001:db8::/32",
-	      "::1=0 ::2=1 2001:db8:ffff::1=0 2001:db9::1=1 127.0.0.1=1");
-	check("IPv4-mapped sources are judged as IPv4", "", "10.0.0.0/8",
-	      "::ffff:10.1.1.1=0 ::ffff:11.1.1.1=1");
-	check("an IPv6 prefix over ::ffff:0:0/96 does not judge IPv4 sources", "", "::/0",
-	      "10.1.1.1=1 ::ffff:10.1.1.1=1 ::1=0 2001:db8::1=0");
-	check("most specific wins: allow /8, deny /16, allow /24, deny /32",
-	      "10.0.0.0/8 10.1.2.0/24", "10.1.0.0/16 10.1.2.3",
-	      "10.9.9.9=1 10.1.9.9=0 10.1.2.4=1 10.1.2.3=0 11.0.0.1=0");
-	check("most specific wins: deny /8, allow /24 inside", "10.1.2.0/24", "10.0.0.0/8",
-	      "10.1.2.9=1 10.1.3.9=0 12.0.0.1=0");
-	check("most specific wins, no allow list: deny /8, allow /24 inside", "", "0.0.0.0/0",
-	      "1.2.3.4=0 ::1=1");
-	check("a tie denies", "10.0.0.0/8 ::1", "10.0.0.0/8 ::1/128",
-	      "10.0.0.1=0 ::1=0 11.0.0.1=0");
-	check("a tie denies, whatever the order", "192.0.2.0/24 192.0.2.0/24", "192.0.2.0/24",
-	      "192.0.2.1=0");
-	check("/0 allow with a /32 deny", "0.0.0.0/0 ::/0", "192.0.2.1",
-	      "192.0.2.1=0 192.0.2.2=1 ::1=1");
 }
 
 /* ---- 10,000 random prefixes against a brute force ---- */
