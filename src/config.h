@@ -29,6 +29,7 @@
 #define CONFIG_MAX_LISTEN      16      /* entries in "listen" */
 #define CONFIG_MAX_CORES       64      /* entries in "core" */
 #define CONFIG_MAX_LOOP_PORTS  32      /* entries in "udp.loop_ports" */
+#define CONFIG_MAX_PREFIXES    16384   /* entries in "allow", in "deny" */
 #define CONFIG_ADDR_MAX        64      /* an address string, with NUL */
 #define CONFIG_PATH_MAX        4096
 #define CONFIG_MAX_ERRORS      32      /* errors kept per load */
@@ -62,6 +63,14 @@ struct config_addr {
 	socklen_t salen;
 };
 
+/* A prefix of "allow" or "deny": 17 bytes, so that both lists at their
+ * largest stay under 600 KB.  An IPv4 prefix a.b.c.d/N is stored as
+ * ::ffff:a.b.c.d/(96 + N); host bits are zero. */
+struct config_prefix {
+	uint8_t addr[16];
+	uint8_t len;                        /* 0..128 */
+};
+
 struct echod_config {
 	char path[CONFIG_PATH_MAX];         /* file this was loaded from */
 	enum config_backend backend;        /* "backend": default auto */
@@ -93,6 +102,11 @@ struct echod_config {
 		uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 		uint32_t receive_buffer;        /* "udp.receive_buffer": SO_RCVBUF, 0 = leave it */
 	} udp;
+	/* last: large (the struct is on the heap wherever it is copied) */
+	unsigned n_allow;                   /* "allow": prefixes, default [] (everyone) */
+	struct config_prefix allow[CONFIG_MAX_PREFIXES];
+	unsigned n_deny;                    /* "deny": prefixes, default [] */
+	struct config_prefix deny[CONFIG_MAX_PREFIXES];
 };
 
 struct config_errors {
@@ -135,6 +149,7 @@ const char *config_log_level_name(int level);
 #define CONFIG_CHANGED_LOG_LEVEL    (1u << 5)
 #define CONFIG_CHANGED_METRICS      (1u << 6)
 #define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.loop_ports, udp.receive_buffer */
+#define CONFIG_CHANGED_POLICY       (1u << 8)  /* allow, deny */
 unsigned config_diff(const struct echod_config *a, const struct echod_config *b);
 
 /* The CONFIG_CHANGED_* bits of the settings a reload does not apply (they

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VALUE_TEXT_MAX 4096     /* a formatted value: 16 addresses fit */
+#define VALUE_TEXT_MAX (1024 * 1024)  /* a formatted value: 16384 prefixes fit */
 
 static const char *group_description(const char *group, size_t len)
 {

@@ -196,8 +196,15 @@ static bool result_sane(struct load_result *res)
 		res->errs.msg[i][CONFIG_ERROR_MAX - 1] = '\0';
 	if (res->status < 0)
 		return res->errs.n > 0;
-	if (res->cfg.n_listen > CONFIG_MAX_LISTEN || res->cfg.n_cores > CONFIG_MAX_CORES)
+	if (res->cfg.n_listen > CONFIG_MAX_LISTEN || res->cfg.n_cores > CONFIG_MAX_CORES ||
+	    res->cfg.n_allow > CONFIG_MAX_PREFIXES || res->cfg.n_deny > CONFIG_MAX_PREFIXES)
 		return false;
+	for (i = 0; i < res->cfg.n_allow; i++)
+		if (res->cfg.allow[i].len > 128)
+			return false;
+	for (i = 0; i < res->cfg.n_deny; i++)
+		if (res->cfg.deny[i].len > 128)
+			return false;
 	res->cfg.path[CONFIG_PATH_MAX - 1] = '\0';
 	for (i = 0; i < CONFIG_MAX_LISTEN; i++)
 		res->cfg.listen[i].text[CONFIG_ADDR_MAX - 1] = '\0';

@@ -42,7 +42,7 @@ int config_parse_file(const char *path, struct echod_config *cfg,
 		      struct config_errors *errs)
 {
 	struct config_errors *scratch = NULL;
-	struct echod_config out;
+	struct echod_config *out = NULL;   /* some 560 KB: on the heap */
 	struct scan sc;
 	config_t lc;
 	int r;
@@ -59,8 +59,13 @@ int config_parse_file(const char *path, struct echod_config *cfg,
 	r = scan_config(&sc, path, errs);
 	if (r < 0)
 		goto out;
-
-	config_defaults(&out);
+	out = malloc(sizeof(*out));
+	if (!out) {
+		config_error(errs, "%s: %s", path, strerror(ENOMEM));
+		r = -ENOMEM;
+		goto out;
+	}
+	config_defaults(out);
 	config_init(&lc);
 	config_set_include_dir(&lc, "/dev/null");
 	if (!config_read_string(&lc, sc.text ? sc.text : "")) {
@@ -79,16 +84,17 @@ int config_parse_file(const char *path, struct echod_config *cfg,
 		r = -EINVAL;
 		goto out;
 	}
-	schema_validate(&sc, config_root_setting(&lc), &out);
+	schema_validate(&sc, config_root_setting(&lc), out);
 	config_destroy(&lc);
 	if (errs->n) {
 		r = -EINVAL;
 		goto out;
 	}
-	strcpy(out.path, path);
-	*cfg = out;
+	strcpy(out->path, path);
+	*cfg = *out;
 	r = 0;
 out:
+	free(out);
 	scan_free(&sc);
 	free(scratch);
 	return r;

@@ -78,6 +78,12 @@ extern const struct schema_type schema_addr;        /* struct config_addr */
 extern const struct schema_type schema_addr_list;   /* config_addr[max_count], count */
 extern const struct schema_type schema_core_list;   /* int[max_count], count; .cpus */
 extern const struct schema_type schema_port_list;   /* uint16_t[max_count], count */
+/* (config_prefix.c) */
+extern const struct schema_type schema_prefix_list; /* config_prefix[max_count], count */
+
+/* A list setting's count of entries (at most st->max_count), and setting it. */
+unsigned schema_count_of(const struct schema_setting *st, const struct echod_config *cfg);
+void schema_set_count(const struct schema_setting *st, struct echod_config *cfg, unsigned n);
 
 /* "an integer", "a string", ... : the type of libconfig setting s. */
 const char *schema_type_name(const config_setting_t *s);

@@ -40,7 +40,7 @@ static void append(char *buf, size_t size, const char *fmt, ...)
 	va_end(ap);
 }
 
-static unsigned count_of(const struct schema_setting *st, const struct echod_config *cfg)
+unsigned schema_count_of(const struct schema_setting *st, const struct echod_config *cfg)
 {
 	unsigned n;
 
@@ -48,7 +48,7 @@ static unsigned count_of(const struct schema_setting *st, const struct echod_con
 	return n < st->max_count ? n : st->max_count;
 }
 
-static void set_count(const struct schema_setting *st, struct echod_config *cfg, unsigned n)
+void schema_set_count(const struct schema_setting *st, struct echod_config *cfg, unsigned n)
 {
 	memcpy((char *)cfg + st->count_offset, &n, sizeof(n));
 }
@@ -185,7 +185,7 @@ static int get_addr(struct scan *sc, const config_setting_t *s, const char *name
 static struct config_addr *addrs_of(const struct schema_setting *st,
 				    const struct echod_config *cfg, unsigned *n)
 {
-	*n = st->count_offset ? count_of(st, cfg) : 1;
+	*n = st->count_offset ? schema_count_of(st, cfg) : 1;
 	return (struct config_addr *)CVALUE(cfg, st);
 }
 
@@ -422,7 +422,7 @@ static void addr_default(const struct schema_setting *st, struct echod_config *c
 		p += strspn(p, " ");
 	}
 	if (st->count_offset)
-		set_count(st, cfg, n);
+		schema_set_count(st, cfg, n);
 }
 
 static bool addr_equal_setting(const struct schema_setting *st, const struct echod_config *a,
@@ -481,7 +481,7 @@ static void addr_list_parse(struct scan *sc, const config_setting_t *s,
 			return;
 		memset(VALUE(cfg, st), 0, st->size);
 		memcpy(VALUE(cfg, st), &addrs[0], sizeof(addrs[0]));
-		set_count(st, cfg, 1);
+		schema_set_count(st, cfg, 1);
 		return;
 	}
 	if (!is_list(s)) {
@@ -526,7 +526,7 @@ static void addr_list_parse(struct scan *sc, const config_setting_t *s,
 	if (ok) {
 		memset(VALUE(cfg, st), 0, st->size);
 		memcpy(VALUE(cfg, st), addrs, n * sizeof(addrs[0]));
-		set_count(st, cfg, n);
+		schema_set_count(st, cfg, n);
 	}
 }
 
@@ -564,7 +564,7 @@ static void ints_store(const struct schema_setting *st, struct echod_config *cfg
 			u.v16 = (uint16_t)vals[i];
 		memcpy(VALUE(cfg, st) + i * INTS_WIDTH(st), &u, INTS_WIDTH(st));
 	}
-	set_count(st, cfg, n);
+	schema_set_count(st, cfg, n);
 }
 
 static int ints_check(struct scan *sc, const config_setting_t *e,
@@ -654,7 +654,7 @@ static void ints_default(const struct schema_setting *st, struct echod_config *c
 static bool ints_equal(const struct schema_setting *st, const struct echod_config *a,
 		       const struct echod_config *b)
 {
-	unsigned na = count_of(st, a), nb = count_of(st, b);
+	unsigned na = schema_count_of(st, a), nb = schema_count_of(st, b);
 
 	return na == nb && memcmp(CVALUE(a, st), CVALUE(b, st), na * INTS_WIDTH(st)) == 0;
 }
@@ -662,7 +662,7 @@ static bool ints_equal(const struct schema_setting *st, const struct echod_confi
 static void ints_format(const struct schema_setting *st, const struct echod_config *cfg,
 			char *buf, size_t size)
 {
-	unsigned n = count_of(st, cfg), i;
+	unsigned n = schema_count_of(st, cfg), i;
 
 	snprintf(buf, size, "[");
 	for (i = 0; i < n; i++)

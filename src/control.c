@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "policy.h"
 #include "worker.h"
 #include "wset.h"
 
@@ -27,6 +28,7 @@
 
 struct control {
 	struct echod_config cfg;           /* the running configuration */
+	struct policy *policy;             /* its allow/deny lists, compiled (NULL: none) */
 	struct wset ws;                    /* the running workers */
 	struct echod_shared shared;
 	struct listen_set *sets;           /* one, or one per worker at start (SO_REUSEPORT) */
@@ -323,7 +325,7 @@ static void absorb_exits(struct control *ctl, unsigned n)
 
 /* Start workers for next, hand the running workers' connections over to
  * them, and retire the old ones.  On error the old workers keep serving. */
-static int respawn(struct control *ctl, const struct echod_config *next)
+static int respawn(struct control *ctl, const struct echod_config *next, struct policy *policy)
 {
 	const struct backend_ops *ops;
 	struct worker_counters *base;
@@ -347,7 +349,7 @@ static int respawn(struct control *ctl, const struct echod_config *next)
 	/* the new workers read UDP only once the old ones have sent what they
 	 * received: a flow's echoes stay in order */
 	err = wset_start(&ws, ops, next, ctl->sets, ctl->nsets, ctl->nalloc, true, &ctl->shared,
-			 ctl->exit_fd);
+			 ctl->exit_fd, policy);
 	if (err) {
 		free(base);
 		return err;
@@ -385,73 +387,69 @@ static void reload_failed(struct control *ctl, const char *why)
 	notify_status(ctl, "serving (last reload failed)");
 }
 
-static void reload(struct control *ctl)
+/* Apply a configuration read without error. */
+static void reload_apply(struct control *ctl, struct echod_config *next)
 {
-	struct echod_config next;
-	struct config_errors *errs;
 	struct worker_params params;
+	struct policy *policy = ctl->policy;
 	bool partial = false;
 	unsigned changed;
 	int err;
 
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
-		   (unsigned long long)monotonic_usec(), ctl->cfg.path);
-	log_info("reload: reading %s", ctl->cfg.path);
-	errs = calloc(1, sizeof(*errs));
-	if (!errs) {
-		reload_failed(ctl, "calloc: out of memory; configuration");
+	changed = config_diff(&ctl->cfg, next);
+	/* the lists compiled first: nothing has changed if that fails */
+	if ((changed & CONFIG_CHANGED_POLICY) &&
+	    (err = policy_build(&policy, next->allow, next->n_allow, next->deny, next->n_deny))) {
+		log_errno(LOG_ERR, err, "reload: allow/deny: %u + %u prefixes", next->n_allow,
+			  next->n_deny);
+		reload_failed(ctl, "allow/deny could not be compiled; configuration");
 		return;
 	}
-	err = config_load(ctl->cfg.path, &next, errs);
-	if (err) {
-		log_config_errors(errs);
-		free(errs);
-		char why[CONFIG_PATH_MAX + 64];
-
-		snprintf(why, sizeof(why), "configuration file %s has errors", ctl->cfg.path);
-		reload_failed(ctl, why);
-		return;
-	}
-	free(errs);
-	changed = config_diff(&ctl->cfg, &next);
 
 	/* new workers first: if they cannot start, nothing has changed */
 	if (changed & (CONFIG_CHANGED_BACKEND | CONFIG_CHANGED_BUFFERS | CONFIG_CHANGED_CORES)) {
-		err = respawn(ctl, &next);
+		err = respawn(ctl, next, policy);
 		if (err) {
+			if (policy != ctl->policy)
+				policy_unref(policy);
 			reload_failed(ctl, "new workers could not start; configuration");
 			return;
 		}
 	}
 	if ((changed & CONFIG_CHANGED_METRICS) && ctl->sets[0].metrics_fd < 0 &&
-	    metrics_reopen(ctl, &next) < 0) {
+	    metrics_reopen(ctl, next) < 0) {
 		log_error("reload: the metrics endpoint stays as it was");
-		next.metrics = ctl->cfg.metrics;
+		next->metrics = ctl->cfg.metrics;
 		atomic_store(&ctl->metrics.last_reload_ok, 0);
 		partial = true;
 	}
 	if (changed & CONFIG_CHANGED_LOG_LEVEL)
-		log_set_level(next.log_level);
-	if ((changed & CONFIG_CHANGED_UDP) && listen_udp_options(ctl->sets, ctl->nalloc, &next) < 0) {
+		log_set_level(next->log_level);
+	if ((changed & CONFIG_CHANGED_UDP) && listen_udp_options(ctl->sets, ctl->nalloc, next) < 0) {
 		atomic_store(&ctl->metrics.last_reload_ok, 0);
 		partial = true;
 	}
-	atomic_store_explicit(&ctl->shared.max_connections, next.max_connections,
+	atomic_store_explicit(&ctl->shared.max_connections, next->max_connections,
 			      memory_order_relaxed);
-	atomic_store(&ctl->metrics.max_connections, next.max_connections);
-	worker_params_from_config(&params, &next);
+	atomic_store(&ctl->metrics.max_connections, next->max_connections);
+	/* each worker drops its reference to the old lists once it uses the new */
+	worker_params_from_config(&params, next, policy);
 	wset_post_params(&ctl->ws, &params);
+	if (policy != ctl->policy) {
+		policy_unref(ctl->policy);
+		ctl->policy = policy;
+	}
 	if (changed & config_restart_mask()) {
 		char names[256];
 
-		config_restart_names(&ctl->cfg, &next, names, sizeof(names));
+		config_restart_names(&ctl->cfg, next, names, sizeof(names));
 		log_warning("reload: %s changed; this takes effect at the next restart", names);
 	}
 	/* the listeners stay as running, so the next diff names them again */
-	config_keep_restart(&next, &ctl->cfg);
+	config_keep_restart(next, &ctl->cfg);
 	if (ctl->sets[0].metrics_fd >= 0)
-		next.metrics = ctl->cfg.metrics;
-	ctl->cfg = next;
+		next->metrics = ctl->cfg.metrics;
+	ctl->cfg = *next;
 	ctl->reloads++;
 	atomic_fetch_add(&ctl->metrics.reloads, 1);
 	if (!partial) {
@@ -460,12 +458,38 @@ static void reload(struct control *ctl)
 	}
 	log_info("reload: configuration applied (backend %s, %u worker%s, buffers %u x %u, "
 		 "log_level %s, max_connections %u, idle_timeout %u s, max_pending %u, "
-		 "shutdown_timeout %u s)",
-		 ctl->ws.ops->name, ctl->ws.n, ctl->ws.n == 1 ? "" : "s", next.buffer_count,
-		 next.buffer_size, config_log_level_name(next.log_level), next.max_connections,
-		 next.idle_timeout, next.max_pending, next.shutdown_timeout);
+		 "shutdown_timeout %u s, allow/deny %u/%u prefixes)",
+		 ctl->ws.ops->name, ctl->ws.n, ctl->ws.n == 1 ? "" : "s", next->buffer_count,
+		 next->buffer_size, config_log_level_name(next->log_level), next->max_connections,
+		 next->idle_timeout, next->max_pending, next->shutdown_timeout, next->n_allow,
+		 next->n_deny);
 	sd_notify(0, "READY=1");
 	notify_status(ctl, "serving");
+}
+
+static void reload(struct control *ctl)
+{
+	struct echod_config *next;
+	struct config_errors *errs;
+
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+		   (unsigned long long)monotonic_usec(), ctl->cfg.path);
+	log_info("reload: reading %s", ctl->cfg.path);
+	errs = calloc(1, sizeof(*errs));
+	next = malloc(sizeof(*next));      /* some 560 KB: never on a stack */
+	if (!errs || !next) {
+		reload_failed(ctl, "calloc: out of memory; configuration");
+	} else if (config_load(ctl->cfg.path, next, errs) != 0) {
+		char why[CONFIG_PATH_MAX + 64];
+
+		log_config_errors(errs);
+		snprintf(why, sizeof(why), "configuration file %s has errors", ctl->cfg.path);
+		reload_failed(ctl, why);
+	} else {
+		reload_apply(ctl, next);
+	}
+	free(errs);
+	free(next);
 }
 
 /* ---- signals ---- */
@@ -631,8 +655,13 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 		log_error("no echo listener: nothing to serve");
 		goto out;
 	}
+	err = policy_build(&ctl->policy, cfg->allow, cfg->n_allow, cfg->deny, cfg->n_deny);
+	if (err) {
+		log_errno(LOG_ERR, err, "allow/deny: %u + %u prefixes", cfg->n_allow, cfg->n_deny);
+		goto out;
+	}
 	if (wset_start(&ctl->ws, ops, &ctl->cfg, ctl->sets, ctl->nsets, ctl->nalloc, false,
-		       &ctl->shared, ctl->exit_fd) < 0)
+		       &ctl->shared, ctl->exit_fd, ctl->policy) < 0)
 		goto out;
 	publish_workers(ctl);
 	if (metrics_open(ctl, &ctl->cfg, &ctl->http, &ctl->metrics_own) < 0) {
@@ -660,6 +689,7 @@ out:
 	if (ctl->sigfd >= 0)
 		close(ctl->sigfd);
 	wset_free(&ctl->ws);
+	policy_unref(ctl->policy);
 	free(ctl->base);
 	metrics_state_destroy(&ctl->metrics);
 	free(ctl);

@@ -14,14 +14,19 @@
 enum worker_op { WOP_ACCEPT, WOP_RECV, WOP_SEND, WOP_SHUTDOWN, WOP_CLOSE, WOP_CANCEL, WOP__COUNT };
 enum accept_err { AERR_EMFILE, AERR_ENFILE, AERR_ENOBUFS, AERR_ENOMEM, AERR_OTHER, AERR__COUNT };
 /* Why a datagram was not echoed (metric label values: truncated, loop_port,
- * bad_source, send_error); see dgram.h. */
+ * bad_source, send_error, denied); see dgram.h. */
 enum dgram_drop { DDROP_TRUNCATED, DDROP_LOOP_PORT, DDROP_BAD_SOURCE, DDROP_SEND_ERROR,
-		  DDROP__COUNT };
+		  DDROP_DENIED, DDROP__COUNT };
+/* Why a TCP connection was closed at once, unserved, for its source
+ * (metric label values: list = the allow/deny lists; per-source limits
+ * add theirs). */
+enum conn_deny { CDENY_LIST, CDENY__COUNT };
 
 /* One cache line apart from any other worker's. */
 struct worker_counters {
 	_Atomic uint64_t accepted;           /* connections accepted and served */
 	_Atomic uint64_t rejected;           /* closed at once at max_connections */
+	_Atomic uint64_t denied[CDENY__COUNT];  /* closed at once (RST) for their source */
 	_Atomic uint64_t closed;             /* connections closed */
 	_Atomic uint64_t bytes_received;
 	_Atomic uint64_t bytes_sent;

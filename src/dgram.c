@@ -17,6 +17,7 @@ _Static_assert(DGRAM_CMSG_SPACE >= CMSG_SPACE(sizeof(uint16_t)), "room for UDP_S
 static const char *const drop_names[DDROP__COUNT] = {
 	[DDROP_TRUNCATED] = "truncated", [DDROP_LOOP_PORT] = "loop_port",
 	[DDROP_BAD_SOURCE] = "bad_source", [DDROP_SEND_ERROR] = "send_error",
+	[DDROP_DENIED] = "denied",
 };
 
 void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned worker_id)
@@ -27,8 +28,9 @@ void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned work
 }
 
 void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports,
-		      unsigned n_loop_ports)
+		      unsigned n_loop_ports, const struct policy *policy)
 {
+	dc->policy = policy;
 	if (n_loop_ports > CONFIG_MAX_LOOP_PORTS)
 		n_loop_ports = CONFIG_MAX_LOOP_PORTS;
 	dc->gro = gro;
@@ -38,30 +40,6 @@ void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports
 }
 
 /* ---- source checks ---- */
-
-/* A source as 16 bytes (IPv4 as ::ffff:a.b.c.d) and its port; false if
- * the address is not IPv4 or IPv6. */
-static bool source_of(const struct sockaddr *src, socklen_t srclen, uint8_t addr[16],
-		      uint16_t *port)
-{
-	if (src->sa_family == AF_INET && srclen >= sizeof(struct sockaddr_in)) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)src;
-
-		memset(addr, 0, 10);
-		addr[10] = addr[11] = 0xff;
-		memcpy(addr + 12, &sin->sin_addr, 4);
-		*port = ntohs(sin->sin_port);
-		return true;
-	}
-	if (src->sa_family == AF_INET6 && srclen >= sizeof(struct sockaddr_in6)) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)src;
-
-		memcpy(addr, &sin6->sin6_addr, 16);
-		*port = ntohs(sin6->sin6_port);
-		return true;
-	}
-	return false;
-}
 
 static bool is_v4(const uint8_t a[16])
 {
@@ -94,67 +72,17 @@ static bool loop_port(const struct dgram_ctx *dc, uint16_t port)
 	return false;
 }
 
-/* FNV-1a of the address: the first slot a source may take. */
-static unsigned slot_of(const uint8_t a[16])
-{
-	uint32_t h = 2166136261u;
-
-	for (int i = 0; i < 16; i++)
-		h = (h ^ a[i]) * 16777619u;
-	return h % DGRAM_LOG_SLOTS;
-}
-
-/* Whether a drop from this source may be logged now: at most once a
- * minute per source.  The table is fixed: a source that finds its ways
- * taken by others logged within the minute is not logged (counted in
- * log_suppressed), so a flood of spoofed sources logs at most
- * DGRAM_LOG_SLOTS lines a minute. */
-static bool may_log(struct dgram_ctx *dc, const uint8_t a[16])
-{
-	unsigned first = slot_of(a), free_slot = DGRAM_LOG_SLOTS;
-	uint64_t now = dc->now_ms ? dc->now_ms : 1;
-
-	for (unsigned k = 0; k < DGRAM_LOG_WAYS; k++) {
-		unsigned i = (first + k) % DGRAM_LOG_SLOTS;
-		struct dgram_logslot *s = &dc->log[i];
-		bool expired = !s->last_ms || now - s->last_ms >= DGRAM_LOG_INTERVAL_MS;
-
-		if (s->last_ms && memcmp(s->addr, a, 16) == 0) {
-			if (!expired)
-				return false;
-			s->last_ms = now;
-			return true;
-		}
-		if (expired && free_slot == DGRAM_LOG_SLOTS)
-			free_slot = i;
-	}
-	if (free_slot == DGRAM_LOG_SLOTS) {
-		dc->log_suppressed++;
-		return false;
-	}
-	memcpy(dc->log[free_slot].addr, a, 16);
-	dc->log[free_slot].last_ms = now;
-	return true;
-}
-
 static void log_drop(struct dgram_ctx *dc, const uint8_t a[16], uint16_t port,
 		     enum dgram_drop why)
 {
-	char text[INET6_ADDRSTRLEN], more[64] = "";
-	const char *shown;
-	bool v4 = is_v4(a);
+	char shown[48], more[80];
 
-	if (!may_log(dc, a))
+	if (!srclog_may(&dc->log, a, dc->now_ms))
 		return;
-	shown = v4 ? inet_ntop(AF_INET, a + 12, text, sizeof(text))
-		   : inet_ntop(AF_INET6, a, text, sizeof(text));
-	if (dc->log_suppressed)
-		snprintf(more, sizeof(more), "; %llu drop(s) from other sources not logged",
-			 (unsigned long long)dc->log_suppressed);
-	dc->log_suppressed = 0;
-	log_warning("worker %u: UDP datagram from %s%s%s port %u refused (%s)%s",
-		    dc->worker_id, v4 ? "" : "[", shown ? shown : "?", v4 ? "" : "]",
-		    port, drop_names[why], more);
+	policy_source_text(a, shown, sizeof(shown));
+	srclog_take_suppressed(&dc->log, "drop(s)", more, sizeof(more));
+	log_warning("worker %u: UDP datagram from %s port %u refused (%s)%s",
+		    dc->worker_id, shown, port, drop_names[why], more);
 }
 
 int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srclen,
@@ -164,7 +92,7 @@ int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srcl
 	uint8_t a[16];
 	uint16_t port;
 
-	if (!source_of(src, srclen, a, &port)) {
+	if (!policy_source(src, srclen, a, &port)) {
 		memset(a, 0, sizeof(a));
 		port = 0;
 		why = DDROP_BAD_SOURCE;
@@ -172,6 +100,8 @@ int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srcl
 		why = DDROP_BAD_SOURCE;
 	} else if (loop_port(dc, port)) {
 		why = DDROP_LOOP_PORT;
+	} else if (!policy_allows(dc->policy, a)) {
+		why = DDROP_DENIED;
 	} else {
 		return 0;
 	}

@@ -4,8 +4,9 @@
  * what it decides with these helpers:
  *   - dgram_check(): whether a source may be answered at all (loop and
  *     reflection protection: source port 0, udp.loop_ports, multicast,
- *     broadcast and unspecified sources are dropped, counted, and logged at
- *     most once a minute per source address, from a fixed table);
+ *     broadcast and unspecified sources; then the allow/deny lists) --
+ *     dropped, counted, and logged at most once a minute per source
+ *     address (srclog.h);
  *   - dgram_parse_cmsg(): a receive's control data: the UDP_GRO segment
  *     size and the SO_RXQ_OVFL count;
  *   - dgram_put_segment(): an echo's control data: UDP_SEGMENT, so a
@@ -33,12 +34,11 @@
 
 #include "config.h"
 #include "counters.h"
+#include "policy.h"
+#include "srclog.h"
 
 #define DGRAM_MAX_PAYLOAD   65535     /* a receive buffer: any datagram, any GRO receive */
 #define DGRAM_MAX_SOCKETS   64        /* UDP sockets of one worker (= LISTEN_MAX) */
-#define DGRAM_LOG_SLOTS     64        /* sources remembered by the log limiter */
-#define DGRAM_LOG_WAYS      4         /* slots a source may take (its hash, and on) */
-#define DGRAM_LOG_INTERVAL_MS 60000   /* one log line per source per minute */
 
 /* Control data of an echo: one UDP_SEGMENT (uint16_t). */
 #define DGRAM_CMSG_SPACE    CMSG_SPACE(sizeof(uint16_t))
@@ -49,12 +49,6 @@
  * (MSG_CTRUNC) may have lost its segment size: dropped as truncated. */
 #define DGRAM_RX_CMSG_SPACE 256
 
-/* A source the log limiter remembers. */
-struct dgram_logslot {
-	uint8_t addr[16];            /* IPv6, or IPv4 as ::ffff:a.b.c.d */
-	uint64_t last_ms;            /* when it was last logged; 0: free */
-};
-
 struct dgram_ctx {
 	struct worker_counters *ctr; /* the worker's (set by the main thread) */
 	uint64_t now_ms;             /* the worker's clock, refreshed by the worker */
@@ -63,15 +57,14 @@ struct dgram_ctx {
 	bool gro;                    /* udp.gro: echo a coalesced receive with UDP_SEGMENT */
 	unsigned n_loop_ports;
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
+	const struct policy *policy; /* allow/deny (the worker holds the reference) */
 	/* kernel drops: the SO_RXQ_OVFL count last seen, per UDP socket slot */
 	uint32_t ovfl_seen[DGRAM_MAX_SOCKETS];
 	/* the ports echod's own UDP sockets are bound to: a datagram from one
 	 * of them is another echo service answering (loop_port) */
 	unsigned n_own_ports;
 	uint16_t own_ports[DGRAM_MAX_SOCKETS];
-	/* the log limiter */
-	struct dgram_logslot log[DGRAM_LOG_SLOTS];
-	uint64_t log_suppressed;     /* drops not logged: the table was full */
+	struct srclog log;           /* the log limiter: a line per source per minute */
 };
 
 /* Set up dc (everything zero but the counters and the worker id). */
@@ -85,9 +78,10 @@ void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned work
  * outlives a restart) are not counted again.  0 or -errno (logged). */
 int dgram_attach_socket(struct dgram_ctx *dc, unsigned sock_i, int fd);
 
-/* Apply the live settings: udp.gro and udp.loop_ports. */
+/* Apply the live settings: udp.gro, udp.loop_ports and the allow/deny
+ * lists (policy: borrowed, valid until the next call). */
 void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports,
-		      unsigned n_loop_ports);
+		      unsigned n_loop_ports, const struct policy *policy);
 
 /* Whether a receive of n datagrams (a GRO receive holds several) from src
  * may be echoed: 0, or a DDROP_* + 1 after counting the n drops and
@@ -95,7 +89,8 @@ void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports
  * Drops source port 0 (bad_source), the ports of udp.loop_ports and
  * echod's own UDP ports (loop_port), and multicast, broadcast (255.255.255.255) and unspecified
  * (0.0.0.0/8, ::) sources (bad_source); an IPv4-mapped IPv6 source is
- * judged as IPv4.  The per-source policy of issue 13 will slot in here. */
+ * judged as IPv4; then a source the allow/deny lists refuse (denied).
+ * This is where a UDP source is judged: per-source limits slot in here. */
 int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srclen,
 		unsigned n);
 

@@ -126,6 +126,11 @@ static const char *const op_names[WOP__COUNT] = {
 static const char *const drop_names[DDROP__COUNT] = {
 	[DDROP_TRUNCATED] = "truncated", [DDROP_LOOP_PORT] = "loop_port",
 	[DDROP_BAD_SOURCE] = "bad_source", [DDROP_SEND_ERROR] = "send_error",
+	[DDROP_DENIED] = "denied",
+};
+
+static const char *const deny_names[CDENY__COUNT] = {
+	[CDENY_LIST] = "list",
 };
 
 static const char *const aerr_names[AERR__COUNT] = {
@@ -241,6 +246,10 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	PW(b, m, "echod_connections_current", "gauge", current, "Client connections open now.");
 	PW(b, m, "echod_connections_rejected_total", "counter", rejected,
 	   "Connections closed at once because max_connections was reached (or echod was stopping).");
+	per_worker_by(b, m, "echod_connections_denied_total",
+		      "Connections closed at once (RST) for their source, unserved, by reason "
+		      "(list: the allow/deny lists).", "reason", deny_names, CDENY__COUNT,
+		      offsetof(struct worker_counters, denied));
 	PW(b, m, "echod_connections_closed_total", "counter", closed, "Client connections closed.");
 	PW(b, m, "echod_connection_errors_total", "counter", conn_errors,
 	   "Connections closed on an I/O error (reset by the peer, ...).");

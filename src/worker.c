@@ -23,8 +23,10 @@
 
 /* ---- parameters ---- */
 
-void worker_params_from_config(struct worker_params *p, const struct echod_config *cfg)
+void worker_params_from_config(struct worker_params *p, const struct echod_config *cfg,
+			       struct policy *policy)
 {
+	p->policy = policy;
 	p->max_pending = cfg->max_pending;
 	p->idle_timeout_ms = cfg->idle_timeout * 1000u;
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
@@ -48,7 +50,7 @@ static void worker_apply_params(struct worker *w, const struct worker_params *p)
 		share = 2;
 	w->cc.max_bufs = per_conn < share ? per_conn : share;
 	w->cc.buf_reserve = w->buffer_count / 8 ? w->buffer_count / 8 : 1;
-	dgram_set_params(&w->dc, p->udp_gro, p->loop_ports, p->n_loop_ports);
+	dgram_set_params(&w->dc, p->udp_gro, p->loop_ports, p->n_loop_ports, p->policy);
 }
 
 /* ---- UDP ---- */
@@ -207,11 +209,17 @@ void worker_control(struct worker *w)
 		udp_set_reading(w, false);
 		log_debug("worker %u: handing over %u connection(s)", w->id, w->nconns);
 		update_all_conns(w);
+		if (has_params)
+			policy_unref(p.policy);       /* not applied: it accepts no more */
 		return;
 	}
 
-	if (has_params)
-		worker_apply_params(w, &p);
+	if (has_params) {
+		struct policy *old = w->params.policy;
+
+		worker_apply_params(w, &p);     /* takes the reference p held */
+		policy_unref(old);              /* this worker no longer looks at it */
+	}
 	if (udp_release) {
 		w->udp_hold = false;
 		udp_set_reading(w, w->state == WORKER_RUNNING);
@@ -248,10 +256,16 @@ static void ctl_kick(struct worker *w)
 
 void worker_post_params(struct worker *w, const struct worker_params *p)
 {
+	struct policy *replaced = NULL;
+
+	policy_ref(p->policy);
 	pthread_mutex_lock(&w->ctl_lock);
+	if (w->ctl_has_params)
+		replaced = w->ctl_params.policy;    /* posted, never applied */
 	w->ctl_params = *p;
 	w->ctl_has_params = true;
 	pthread_mutex_unlock(&w->ctl_lock);
+	policy_unref(replaced);
 	ctl_kick(w);
 }
 
@@ -338,6 +352,11 @@ void worker_teardown(struct worker *w)
 	free(w->ctl_imports);
 	w->ctl_imports = NULL;
 	w->ctl_n_imports = 0;
+	if (w->ctl_has_params)
+		policy_unref(w->ctl_params.policy);
+	w->ctl_has_params = false;
+	policy_unref(w->params.policy);
+	w->params.policy = NULL;
 	if (w->ctl_fd >= 0)
 		close(w->ctl_fd);
 	w->ctl_fd = -1;

@@ -21,6 +21,8 @@
 #include "counters.h"
 #include "dgram.h"
 #include "listen.h"
+#include "policy.h"
+#include "srclog.h"
 
 /* Settings a worker applies live (from the main thread, on reload). */
 struct worker_params {
@@ -30,6 +32,9 @@ struct worker_params {
 	bool udp_gro;               /* udp.gro (into dc.gro) */
 	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
+	struct policy *policy;      /* allow/deny, NULL: everyone; a counted reference,
+				       held by the worker that stores these params
+				       (w->params, or w->ctl_params while posted) */
 };
 
 /* State shared by all workers: the exact max_connections count. */
@@ -86,6 +91,7 @@ struct worker {
 					       true; worker.c sets it, then calls ops->update_udp */
 	struct dgram_ctx dc;                /* the datagram logic's: counters (dc.ctr, set by
 					       the main thread), clock, live settings */
+	struct srclog deny_log;             /* TCP denials: a log line per source per minute */
 
 	/* control block: main thread -> worker */
 	int ctl_fd;                         /* eventfd, readable when ctl_* changed */
@@ -124,7 +130,9 @@ int worker_setup(struct worker *w);
  * and reports through init_status before serving.  Returns once init is
  * done: 0 (serving) or -errno (thread joined, init_error says why). */
 int worker_start(struct worker *w);
-/* New live parameters (applied by the worker at its next wake-up). */
+/* New live parameters (applied by the worker at its next wake-up); the
+ * worker takes its own reference to p->policy and drops the one of the
+ * parameters it replaces once it no longer uses them. */
 void worker_post_params(struct worker *w, const struct worker_params *p);
 /* Let a held worker (udp_hold) read its UDP sockets, once the workers it
  * replaces are gone: fds[i] is a UDP socket on which they had seen the
@@ -145,17 +153,19 @@ void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n);
 int worker_join(struct worker *w);
 void worker_teardown(struct worker *w);
 
-/* Parameters derived from a config. */
-void worker_params_from_config(struct worker_params *p, const struct echod_config *cfg);
+/* Parameters derived from a config, with policy (not referenced here). */
+void worker_params_from_config(struct worker_params *p, const struct echod_config *cfg,
+			       struct policy *policy);
 
 /* --- backend side: called from the worker thread --- */
 
 /* Refresh cc.now_ms (cheap: CLOCK_MONOTONIC_COARSE). */
 void worker_clock(struct worker *w);
 
-/* A connection was accepted on fd: returns its slot, or NULL when
- * max_connections is reached or the worker drains (fd is then closed and
- * counted).  Sets TCP_NODELAY. */
+/* A connection was accepted on fd: returns its slot, or NULL when its
+ * source is denied (closed with RST), max_connections is reached or the
+ * worker drains (fd is then closed and counted).  Sets TCP_NODELAY.
+ * This is where a TCP source is judged. */
 struct conn *worker_conn_new(struct worker *w, int fd);
 /* Close bookkeeping: releases the queue's buffers, unlinks, bumps gen,
  * frees the slot.  The backend closed (or will close) c->fd itself. */

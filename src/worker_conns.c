@@ -1,7 +1,8 @@
 /* worker_conns.c - a worker's connection slots and the services around
  * them: the slot table (generations, free list), the idle list and the
- * intrusive lists over slots, the accept policy (max_connections, the fd
- * reserve, pausing on EMFILE & co) and the timers (idle timeouts, the
+ * intrusive lists over slots, the accept policy (the source's judgement:
+ * the allow/deny lists; max_connections, the fd reserve, pausing on
+ * EMFILE & co) and the timers (idle timeouts, the
  * accept pause, the drain deadline).  See worker.h. */
 #include "worker.h"
 
@@ -110,6 +111,42 @@ static void reject(struct worker *w, int fd, const char *why)
 	ctr_add(&w->cc.ctr->rejected, 1);
 }
 
+/* The one place a TCP source is judged, before a byte is read: whether
+ * the allow/deny lists let it in (per-source limits slot in here).  A
+ * source denied is closed with RST (SO_LINGER 0: no TIME_WAIT on echod's
+ * side), counted by reason and logged at most once a minute per source. */
+static bool source_denied(struct worker *w, int fd)
+{
+	const struct policy *p = w->params.policy;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	char shown[48], more[80];
+	uint8_t a[16];
+	uint16_t port;
+
+	if (!p)
+		return false;           /* no lists: no syscall either */
+	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) < 0) {
+		/* ENOTCONN: reset before it was accepted; the echo logic sees it */
+		log_errno(LOG_DEBUG, errno, "worker %u: getpeername fd %d", w->id, fd);
+		return false;
+	}
+	if (!policy_source((struct sockaddr *)&ss, sslen, a, &port) || policy_allows(p, a))
+		return false;
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+		log_errno(LOG_DEBUG, errno, "worker %u: setsockopt SO_LINGER fd %d", w->id, fd);
+	close(fd);
+	ctr_add(&w->cc.ctr->denied[CDENY_LIST], 1);
+	if (srclog_may(&w->deny_log, a, w->cc.now_ms)) {
+		policy_source_text(a, shown, sizeof(shown));
+		srclog_take_suppressed(&w->deny_log, "denial(s)", more, sizeof(more));
+		log_warning("worker %u: TCP connection from %s port %u denied (allow/deny)%s",
+			    w->id, shown, port, more);
+	}
+	return true;
+}
+
 struct conn *worker_slot_alloc(struct worker *w, int fd)
 {
 	struct conn *c;
@@ -153,6 +190,8 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 		reject(w, fd, "stopping");
 		return NULL;
 	}
+	if (source_denied(w, fd))
+		return NULL;
 	/* exact across workers: reserve a place, give it back if over */
 	n = atomic_fetch_add_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 	if (n >= atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {

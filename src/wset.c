@@ -56,7 +56,7 @@ static void assign_udp(struct worker *w, unsigned i, unsigned n, const struct li
 
 int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod_config *cfg,
 	       struct listen_set *sets, unsigned nsets, unsigned nudpsets, bool udp_hold,
-	       struct echod_shared *shared, int exit_fd)
+	       struct echod_shared *shared, int exit_fd, struct policy *policy)
 {
 	struct worker_params params;
 	unsigned n = cfg->n_cores ? cfg->n_cores : 1;
@@ -72,7 +72,7 @@ int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod
 		return -ENOMEM;
 	}
 	memset(s->ctr, 0, n * sizeof(*s->ctr));
-	worker_params_from_config(&params, cfg);
+	worker_params_from_config(&params, cfg, policy);
 	for (unsigned i = 0; i < n; i++) {
 		struct worker *w = &s->w[i];
 
@@ -89,11 +89,14 @@ int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod
 		w->buffer_size = cfg->buffer_size;
 		w->conn_cap = CONFIG_MAX_CONNECTIONS_MAX;
 		w->params = params;
+		w->params.policy = NULL;
 		err = worker_setup(w);
 		if (err) {
 			log_errno(LOG_ERR, err, "worker %u: set-up (eventfd, pthread_mutex_init)", i);
 			break;
 		}
+		policy_ref(policy);             /* the worker's, dropped by worker_teardown() */
+		w->params.policy = policy;
 		err = worker_start(w);
 		if (err) {
 			log_error("worker %u: %s", i, w->init_error);

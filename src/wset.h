@@ -22,10 +22,11 @@ struct wset {
  * there are fewer sets than workers), and alone reads UDP socket k of set
  * j < nudpsets when (j + k) % n == i.  With udp_hold, the workers read no
  * UDP socket until wset_udp_release().  On error every worker started is
- * drained and s is left empty; 0 or -errno (logged). */
+ * drained and s is left empty; 0 or -errno (logged).  Each worker takes
+ * its own reference to policy (the allow/deny lists, or NULL). */
 int wset_start(struct wset *s, const struct backend_ops *ops, const struct echod_config *cfg,
 	       struct listen_set *sets, unsigned nsets, unsigned nudpsets, bool udp_hold,
-	       struct echod_shared *shared, int exit_fd);
+	       struct echod_shared *shared, int exit_fd, struct policy *policy);
 
 /* Let held workers read their UDP sockets, once old (the set they
  * replace, stopped or handed over, not yet freed; or NULL) is gone: the

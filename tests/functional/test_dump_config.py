@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 21 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 23 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 
@@ -111,6 +111,8 @@ every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];
          "backlog = 128;\nbuffer_count = 64;\nbuffer_size = 1024;\nmax_pending = 2048;\n"
          f"core = {cores};\nmax_connections = 100;\nidle_timeout = 0;\nshutdown_timeout = 3;\n"
          "log_level = \"debug\";\n"
+         "allow = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"];\n"
+         "deny = \"::1\";\n"
          "metrics = {\n  enabled = false;\n  address = \"::1\";\n  port = 9200;\n};\n"
          "udp = {\n  enabled = true;\n  port = 7007;\n  listen = \"::1\";\n  gro = false;\n"
          "  loop_ports = [];\n  receive_buffer = 0;\n};\n")
@@ -123,6 +125,8 @@ tap.ok(set(got) == set(defaults) and not same,
        diag=f"unchanged or missing: {same} {set(defaults) ^ set(got)}")
 tap.ok(got.get("listen") == "[\"127.0.0.1\", \"::1\"]" and got.get("core") == cores and
        got.get("metrics.address") == "\"::1\"" and got.get("idle_timeout") == "0" and
+       got.get("allow") == "[\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1/32\"]" and
+       got.get("deny") == "[\"::1/128\"]" and
        re.search(r"^metrics = \{$", dump, re.M) is not None and "\n\tenabled = false;\n" in dump,
        "a file setting every setting: lists and the metrics group as written",
        diag=dump)

@@ -31,7 +31,7 @@ static void ctx_make(void)
 
 	memset(&ctr, 0, sizeof(ctr));
 	dgram_init(&dc, &ctr, 0);
-	dgram_set_params(&dc, true, loops, 5);
+	dgram_set_params(&dc, true, loops, 5, NULL);
 	dc.now_ms = 1000000;
 }
 
@@ -160,13 +160,13 @@ static void test_sources(void)
 	capture_end("refused", buf, sizeof(buf));
 
 	/* udp.loop_ports applies live: [] answers every port but 0; [5000] */
-	dgram_set_params(&dc, true, NULL, 0);
+	dgram_set_params(&dc, true, NULL, 0, NULL);
 	tap_ok(check("127.0.0.1", 7) == 0 && check("127.0.0.1", 0) == DDROP_BAD_SOURCE + 1,
 	       "loop_ports = []: port 7 is answered, port 0 still is not");
 	{
 		uint16_t p = 5000;
 
-		dgram_set_params(&dc, true, &p, 1);
+		dgram_set_params(&dc, true, &p, 1, NULL);
 	}
 	capture_start();
 	tap_ok(check("127.0.0.1", 5000) == DDROP_LOOP_PORT + 1 && check("::1", 7) == 0,
@@ -200,7 +200,7 @@ static void test_log_limit(void)
 	tap_diag("%.*s", (int)strcspn(buf, "\n"), buf);
 
 	capture_start();
-	dc.now_ms += DGRAM_LOG_INTERVAL_MS - 1;
+	dc.now_ms += SRCLOG_INTERVAL_MS - 1;
 	check("127.0.0.1", 9);
 	check("::ffff:127.0.0.1", 19);                  /* the same source, mapped */
 	lines = capture_end("refused", buf, sizeof(buf));
@@ -214,7 +214,7 @@ static void test_log_limit(void)
 	tap_ok(lines == 2 && strstr(buf, "[::1] port 7"),
 	       "a minute later: logged again; another source logged too (%d)", lines);
 
-	/* a flood from many sources: at most DGRAM_LOG_SLOTS lines a minute */
+	/* a flood from many sources: at most SRCLOG_SLOTS lines a minute */
 	ctx_make();
 	capture_start();
 	for (int i = 0; i < 5000; i++) {
@@ -222,12 +222,12 @@ static void test_log_limit(void)
 		check(text, 7);
 	}
 	lines = capture_end("refused", buf, sizeof(buf));
-	tap_ok(lines > 0 && lines <= DGRAM_LOG_SLOTS && dc.log_suppressed == 5000u - (unsigned)lines &&
+	tap_ok(lines > 0 && lines <= SRCLOG_SLOTS && dc.log.suppressed == 5000u - (unsigned)lines &&
 	       ctr.udp_drops[DDROP_LOOP_PORT] == 5000,
 	       "5000 sources in a minute: %d lines (at most %d), %llu not logged, all 5000 counted",
-	       lines, DGRAM_LOG_SLOTS, (unsigned long long)dc.log_suppressed);
+	       lines, SRCLOG_SLOTS, (unsigned long long)dc.log.suppressed);
 	capture_start();
-	dc.now_ms += DGRAM_LOG_INTERVAL_MS;
+	dc.now_ms += SRCLOG_INTERVAL_MS;
 	check("10.99.99.99", 7);
 	lines = capture_end("refused", buf, sizeof(buf));
 	tap_ok(lines == 1 && strstr(buf, "drop(s) from other sources not logged"),
@@ -262,7 +262,7 @@ static void test_cmsg(void)
 	       dgram_put_segment(&dc, cb.buf, 0, 3500) == 0 &&
 	       dgram_put_segment(&dc, cb.buf, 1000, 0) == 0,
 	       "dgram_put_segment: nothing for one datagram (len <= size, or no size)");
-	dgram_set_params(&dc, false, NULL, 0);
+	dgram_set_params(&dc, false, NULL, 0, NULL);
 	tap_ok(dgram_put_segment(&dc, cb.buf, 1000, 3500) == CMSG_SPACE(sizeof(uint16_t)),
 	       "dgram_put_segment: UDP_SEGMENT even once udp.gro is off (coalesced before)");
 
