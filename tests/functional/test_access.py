@@ -178,11 +178,19 @@ for be in backends():
         ok = poll_until(lambda: denied_counts(mport)[0] == denied_tcp, 5)
         tap.ok(ok, f"[{be}] echod_connections_denied_total{{reason=\"list\"}} counts "
                f"{denied_tcp} denied connections", diag=str(denied_counts(mport)))
+        # four more attempts each: 6 in all, over the 2 event loops (the
+        # kernel spreads a source's connections over the SO_REUSEPORT
+        # listeners), each loop logging a source at most once a minute
+        for _ in range(4):
+            for src in denied_srcs:
+                tcp_try(port, src)
+        poll_until(lambda: denied_counts(mport)[0] == denied_tcp + 4 * len(denied_srcs), 5)
         lines = {s: len([l for l in d.log().splitlines()
                          if f"TCP connection from {s} port" in l and "denied" in l])
                  for s in denied_srcs}
-        tap.ok(all(n == 1 for n in lines.values()),
-               f"[{be}] each denied TCP source logged once (two attempts each)", diag=str(lines))
+        tap.ok(all(1 <= n <= 2 for n in lines.values()),
+               f"[{be}] each denied TCP source logged at most once per event loop (6 attempts "
+               f"each, 2 loops: {sorted(lines.values())} lines)", diag=str(lines))
 
         # ---- UDP: the same matrix
         wrong, denied_udp = [], 0
