@@ -203,27 +203,22 @@ static void uu_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 /* ---- send ---- */
 
 /* Give back the buffers of the FIFO's finished echoes (sent, or failed
- * for good): the kernel is done with them. */
+ * for good): the kernel is done with them.  They are a prefix of the
+ * FIFO: one chain in flight at a time, its head first, and its links
+ * complete in order (a send cancelled or refused for now stays queued,
+ * and so do all behind it), so the walk stops at the first unfinished. */
 static void uu_reap(struct ur *ur, struct ur_usock *s)
 {
-	uint32_t prev = UR_UNONE, b = s->q_head;
+	uint32_t b = s->q_head;
 
-	while (b != UR_UNONE) {
-		struct ur_utx *tx = &ur->u.tx[b];
-		uint32_t next = tx->next;
+	while (b != UR_UNONE && ur->u.tx[b].state == UT_DONE) {
+		uint32_t next = ur->u.tx[b].next;
 
-		if (tx->state == UT_DONE) {
-			if (prev == UR_UNONE)
-				s->q_head = next;
-			else
-				ur->u.tx[prev].next = next;
-			if (s->q_tail == b)
-				s->q_tail = prev;
-			s->held--;
-			uu_buf_release(ur, b);
-		} else {
-			prev = b;
-		}
+		s->q_head = next;
+		if (s->q_tail == b)
+			s->q_tail = UR_UNONE;
+		s->held--;
+		uu_buf_release(ur, b);
 		b = next;
 	}
 }
