@@ -116,28 +116,30 @@ int dgram_attach_socket(struct dgram_ctx *dc, unsigned sock_i, int fd)
 	socklen_t sslen = sizeof(ss);
 	uint32_t mem[SK_MEMINFO_VARS];
 	socklen_t memlen = sizeof(mem);
+	uint8_t a[16];
 	uint16_t port = 0;
 	bool known = false;
+	int err;
 
 	if (sock_i >= DGRAM_MAX_SOCKETS)
 		return -EINVAL;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0) {
-		log_errno(LOG_WARNING, errno, "worker %u: getsockname fd %d", dc->worker_id, fd);
-		return -errno;
+		err = errno;
+		log_errno(LOG_WARNING, err, "worker %u: getsockname fd %d", dc->worker_id, fd);
+		return -err;
 	}
-	if (ss.ss_family == AF_INET)
-		port = ntohs(((const struct sockaddr_in *)&ss)->sin_port);
-	else if (ss.ss_family == AF_INET6)
-		port = ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+	if (!policy_source((const struct sockaddr *)&ss, sslen, a, &port))
+		port = 0;
 	for (unsigned i = 0; i < dc->n_own_ports; i++)
 		known |= dc->own_ports[i] == port;
 	if (port && !known && dc->n_own_ports < DGRAM_MAX_SOCKETS)
 		dc->own_ports[dc->n_own_ports++] = port;
 	memset(mem, 0, sizeof(mem));
 	if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &memlen) < 0) {
-		log_errno(LOG_WARNING, errno, "worker %u: getsockopt SO_MEMINFO fd %d",
+		err = errno;
+		log_errno(LOG_WARNING, err, "worker %u: getsockopt SO_MEMINFO fd %d",
 			  dc->worker_id, fd);
-		return -errno;
+		return -err;
 	}
 	if (memlen > SK_MEMINFO_DROPS * sizeof(uint32_t))
 		dc->ovfl_seen[sock_i] = mem[SK_MEMINFO_DROPS];
