@@ -31,6 +31,15 @@
  *    client_lag_p99_us.  Requests due in the window but still unanswered at
  *    the end of the drain are recorded with their latency so far and
  *    counted as "unfinished".
+ *  - --reconnect (TCP, closed loop): every request on a connection of its
+ *    own: connect, send, receive the L bytes, close (the client closes
+ *    first, so TIME_WAIT stays on the client, where tcp_tw_reuse recycles
+ *    it on loopback); latency runs from the connect.  req_s is then the
+ *    server's connect/echo/close rate, the accept path's cost.  With
+ *    --sources N the connections come from 127.0.0.1 .. 127.0.0.1+N-1 in
+ *    turn (IP_BIND_ADDRESS_NO_PORT): one source address runs out of
+ *    ephemeral ports at this rate (28k ports, each held by TIME_WAIT), and
+ *    connect() then spends the client's CPU searching for a reusable one.
  *  - Histogram: log-linear buckets in ns (128 per power of two: relative
  *    error < 0.8%, 1 ns .. 2^40 ns), exact max.
  *  - Server: utime+stime of --server-pid from /proc/PID/stat at the start
@@ -234,6 +243,8 @@ static struct {
 	unsigned window;      /* UDP: datagrams in flight per flow */
 	unsigned gso;         /* UDP: datagrams per UDP_SEGMENT send; 0: none */
 	double loss_timeout;  /* UDP: s */
+	bool reconnect;       /* TCP: a connection per request */
+	unsigned sources;     /* TCP over IPv4 loopback: source addresses in turn */
 } opt = {
 	.target = CL_TARGET_DEFAULT(1000000),
 	.payload = 64,
@@ -337,6 +348,11 @@ static void usage(FILE *f)
 "                          a timer wake-up comes late (default 50)\n"
 "      --connect-timeout S (default 10)\n"
 "      --json              one JSON object instead of key=value\n"
+"      --reconnect         TCP, closed loop: every request on a new connection\n"
+"                          (connect, send, receive, close); latency includes\n"
+"                          the connect: req_s is connections/s\n"
+"      --sources N         connect from 127.0.0.1 .. 127.0.0.1+N-1 in turn\n"
+"                          (the server on IPv4 loopback; 1..65536, default 1)\n"
 "      --udp               UDP echo: -c flows (one connected socket each), -l the\n"
 "                          datagram size (8..65507; 65527 on IPv6): an 8-byte\n"
 "                          sequence number and seeded bytes\n"
@@ -357,7 +373,7 @@ static void usage(FILE *f)
 
 enum { OPT_RATE = 256, OPT_CPU, OPT_SERVER_PID, OPT_JSON, OPT_SEED, OPT_DRAIN,
        OPT_NAGLE, OPT_CONNECT_TIMEOUT, OPT_SPIN_US, OPT_UDP, OPT_WINDOW, OPT_GSO,
-       OPT_LOSS_TIMEOUT };
+       OPT_LOSS_TIMEOUT, OPT_RECONNECT, OPT_SOURCES };
 
 static const struct option longopts[] = {
 	CL_TARGET_OPTIONS,
@@ -377,6 +393,8 @@ static const struct option longopts[] = {
 	{ "window",          required_argument, NULL, OPT_WINDOW },
 	{ "gso",             required_argument, NULL, OPT_GSO },
 	{ "loss-timeout",    required_argument, NULL, OPT_LOSS_TIMEOUT },
+	{ "reconnect",       no_argument,       NULL, OPT_RECONNECT },
+	{ "sources",         required_argument, NULL, OPT_SOURCES },
 	CL_HELP_OPTION,
 	{ NULL, 0, NULL, 0 },
 };
@@ -409,6 +427,8 @@ static void on_option(int ch, const char *arg)
 	case OPT_LOSS_TIMEOUT:
 		opt.loss_timeout = cl_opt_double("loss timeout", arg, 0.001, 3600);
 		break;
+	case OPT_RECONNECT: opt.reconnect = true; break;
+	case OPT_SOURCES: opt.sources = (unsigned)cl_opt_long("sources", arg, 1, 65536); break;
 	}
 }
 
@@ -420,6 +440,8 @@ static void parse_args(int argc, char **argv)
 		opt.drain = opt.duration > 1 ? opt.duration : 1;
 	if (!opt.udp && (opt.window != 1 || opt.gso))
 		cl_usage_error("--window and --gso need --udp");
+	if (opt.reconnect && (opt.udp || opt.rate > 0))
+		cl_usage_error("--reconnect is TCP and closed loop: not with --udp or --rate");
 	if (opt.udp && opt.payload < UDP_HDR)
 		cl_usage_error("a UDP datagram carries an 8-byte sequence number: -l 8 or more");
 	if (opt.gso > opt.window)
@@ -533,11 +555,31 @@ static void conn_watch(const struct conn *c, int op, uint32_t events)
 		     cl_errname(errno), strerror(errno));
 }
 
+/* --sources: bind fd to the next of the source addresses, the port left
+ * to connect() (which picks one free for the whole 4-tuple). */
+static void bind_source(const struct conn *c, int fd)
+{
+	static unsigned next;
+	struct sockaddr_in sin;
+	int one = 1;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK + next);
+	next = (next + 1) % opt.sources;
+	if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+		fail("conn=%u bind to a source address: %s (%s)", c->idx, cl_errname(errno),
+		     strerror(errno));
+}
+
 static void conn_open(struct conn *c)
 {
 	int one = 1, fd;
 
 	fd = conn_socket(c, SOCK_STREAM);
+	if (opt.sources > 1)
+		bind_source(c, fd);
 	if (!opt.nagle)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
@@ -1015,7 +1057,15 @@ static void req_done(struct conn *c, uint64_t now)
 {
 	record_done(c->t_req, now);
 	c->state = C_IDLE;
-	if (opt.rate > 0)
+	if (opt.reconnect) {
+		/* the next request on a new connection, timed from its connect */
+		close(c->fd);
+		c->fd = -1;
+		if (now < w_end) {
+			conn_open(c);
+			c->t_req = now;
+		}
+	} else if (opt.rate > 0)
 		open_next(c, now);
 	else if (now < w_end)
 		req_start(c, now);
@@ -1081,6 +1131,8 @@ static void conn_connected(struct conn *c)
 	if (err)
 		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(err), strerror(err));
 	c->state = C_IDLE;
+	if (c->t_req)                   /* --reconnect: its request was waiting */
+		req_start(c, c->t_req);
 }
 
 static void handle_event(const struct epoll_event *ev, uint64_t *now)
@@ -1326,7 +1378,7 @@ static void report(const struct measured *m)
 	struct figures fs = { .n = 0 };
 	double done = (double)done_in_window;
 
-	fig_str(&fs, "mode", opt.rate > 0 ? "open" : "closed", false);
+	fig_str(&fs, "mode", opt.rate > 0 ? "open" : opt.reconnect ? "reconnect" : "closed", false);
 	fig_u64(&fs, "conns", opt.target.conns);
 	fig_u64(&fs, "payload", opt.payload);
 	if (opt.udp) {
@@ -1392,6 +1444,9 @@ int main(int argc, char **argv)
 	cl_set_prog(argv[0], "echobench");
 	parse_args(argc, argv);
 	cl_target_resolve(&opt.target, &dst, &dstlen);
+	if (opt.sources > 1 && (opt.udp || dst.ss_family != AF_INET ||
+				(ntohl(((struct sockaddr_in *)&dst)->sin_addr.s_addr) >> 24) != 127))
+		cl_usage_error("--sources is for TCP to a server on IPv4 loopback (127.0.0.0/8)");
 	if (opt.udp && opt.payload > (dst.ss_family == AF_INET6 ? UDP_MAX_V6 : UDP_MAX_V4))
 		cl_usage_error("a UDP datagram holds at most %u bytes over IPv%c",
 			       dst.ss_family == AF_INET6 ? UDP_MAX_V6 : UDP_MAX_V4,

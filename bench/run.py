@@ -44,6 +44,16 @@ UDP (off by default; bench/README says what a UDP cell does):
                          without GSO (a ping-pong, like TCP at 1 connection)
   BENCH_UDP_LOSS_TIMEOUT a datagram unanswered this long is lost (default 0.2 s)
 
+Connect/echo/close (the accept path's cost; bench/README):
+  BENCH_CPS              "1" (default), "0" (none) or "only": cells where every
+                         request is a connection of its own (echobench
+                         --reconnect: connect, 64 bytes there and back, close;
+                         from 64 source addresses, 127.0.0.1-64, in turn)
+  BENCH_CPS_CONNS        connections in flight (default 64)
+  BENCH_CPS_VARIANTS     echod configurations measured against the plain one in
+                         the same rounds (default "deny10k": a deny list of
+                         10,000 prefixes, none matching the client)
+
 Peers, run in the same rounds with the same client:
   BENCH_SERVERS          'name@udp=command;name@tcp=command;...': {PORT} in the
                          command is replaced by a free port, {CPU} by the server
@@ -118,6 +128,37 @@ UDP_PAYLOADS = [int(x) for x in env_list("BENCH_UDP_PAYLOADS", ["1024"] if QUICK
 UDP_GSO = [x in ("yes", "1", "on") for x in env_list("BENCH_UDP_GSO", ["no", "yes"])]
 UDP_WINDOW = int(env_float("BENCH_UDP_WINDOW", 8))
 UDP_LOSS_TIMEOUT = env_float("BENCH_UDP_LOSS_TIMEOUT", 0.2)
+CPS = os.environ.get("BENCH_CPS", "1").strip().lower()
+WITH_CPS = CPS not in ("0", "no")
+if CPS == "only":
+    WITH_TCP = WITH_UDP = False
+CPS_CONNS = int(env_float("BENCH_CPS_CONNS", 64))
+CPS_PAYLOAD = 64
+CPS_SOURCES = 64                # client source addresses: ephemeral ports to spare
+CPS_VARIANTS = env_list("BENCH_CPS_VARIANTS", ["deny10k"])
+
+
+def variant_conf(variant, directory):
+    """The lines a CPS variant adds to echod's configuration (files it needs
+    are written into directory)."""
+    if variant == "deny10k":
+        # 10,000 distinct IPv4 prefixes, /16 to /32 (17 lengths: a lookup
+        # searches each), none in 127.0.0.0/8, host bits clear; seeded
+        rng = random.Random(10000)
+        seen = set()
+        while len(seen) < 10000:
+            plen = rng.randint(16, 32)
+            first = rng.choice([x for x in range(1, 224) if x != 127])
+            addr = (first << 24) | rng.getrandbits(24)
+            addr &= (0xffffffff << (32 - plen)) & 0xffffffff
+            seen.add((addr, plen))
+        path = os.path.join(directory, "deny10k.conf")
+        with open(path, "w") as f:
+            f.write("deny = [\n" + ",\n".join(
+                f'  "{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{n}"'
+                for a, n in sorted(seen)) + "\n];\n")
+        return f'@include "{path}"\n'
+    raise ValueError(f"BENCH_CPS_VARIANTS: unknown variant '{variant}' (known: deny10k)")
 
 
 def parse_peers(text):
@@ -218,6 +259,7 @@ class Server:
     def __init__(self, kind, conns, payload, proto="tcp"):
         self.kind = kind
         self.proto = proto
+        base, _, variant = kind.partition("+")
         self.peer = kind.startswith("peer:")
         self.port = free_udp_port() if proto == "udp" else free_port()
         self.dir = tempfile.mkdtemp(prefix="echod-bench.")
@@ -240,8 +282,10 @@ class Server:
             conf = os.path.join(self.dir, "echod.conf")
             # UDP cells: the UDP service on self.port, TCP on another free port
             tcp_port = free_port() if proto == "udp" else self.port
+            extra = variant_conf(variant, self.dir) if variant else ""
             with open(conf, "w") as f:
-                f.write(f'backend = "{kind}";\n'
+                f.write(extra)
+                f.write(f'backend = "{base}";\n'
                         f"port = {tcp_port};\n"
                         'listen = ["127.0.0.1"];\n'
                         f"core = [{SERVER_CPU}];\n"
@@ -324,11 +368,14 @@ def udp_window(flows, gso):
     return 1 if flows == 1 and not gso else UDP_WINDOW
 
 
-def echobench(port, server_pid, conns, payload, rate=None, udp=None):
-    """udp: None (TCP) or (window, gso: bool)."""
+def echobench(port, server_pid, conns, payload, rate=None, udp=None, reconnect=False):
+    """udp: None (TCP) or (window, gso: bool); reconnect: a connection per
+    request."""
     argv = [ECHOBENCH, "-p", str(port), "-c", str(conns), "-l", str(payload),
             "-d", str(DURATION), "-w", str(WARMUP), "--cpu", str(CLIENT_CPU),
             "--server-pid", str(server_pid), "--json"]
+    if reconnect:
+        argv += ["--reconnect", "--sources", str(CPS_SOURCES)]
     if rate:
         argv += ["--rate", f"{rate:.0f}"]
     if udp:
@@ -364,18 +411,21 @@ def run_cell(cell):
     if proto == "udp":
         udp = (udp_window(conns, gso), gso)
         res["window"], res["gso"] = udp
-    srv = Server(kind, conns, payload, proto)
+    srv = Server(kind, conns, payload, "tcp" if proto == "cps" else proto)
     res["buffer_count"] = srv.buffer_count
     try:
         why = srv.wait_ready()
         if why:
             res["errors"].append(f"{kind} ({proto}) {why}: {srv.log_text()[-500:]}")
             return res
-        closed, err = echobench(srv.port, srv.pid, conns, payload, udp=udp)
+        closed, err = echobench(srv.port, srv.pid, conns, payload, udp=udp,
+                                reconnect=proto == "cps")
         if err:
             res["errors"].append(err)
             return res
         res["closed"] = closed
+        if proto == "cps":
+            return res                  # no open loop: the rate is the figure
         rate = RATE_FRACTION * closed["req_s"]
         rate = float(f"{rate:.3g}")          # a round number, 3 digits
         if rate > 0:
@@ -432,6 +482,9 @@ def cell_list():
         cells += [("tcp", b, c, p, False) for b in servers for c in CONNS for p in PAYLOADS]
         if WITH_REF:
             cells += [("tcp", "ref", 1, p, False) for p in PAYLOADS]
+    if WITH_CPS:
+        cells += [("cps", b + v, CPS_CONNS, CPS_PAYLOAD, False)
+                  for b in BACKENDS for v in [""] + ["+" + x for x in CPS_VARIANTS]]
     if WITH_UDP:
         servers = (UDP_BACKENDS + (["ref"] if WITH_REF else [])
                    + ["peer:" + n for (n, pr) in PEERS if pr == "udp"])
@@ -522,6 +575,57 @@ def ratios(results, cells):
                 "vs_loss_pct": med([loss.get((proto, q, c, p, g, rnd)) for rnd in range(ROUNDS)]),
             })
     return out
+
+
+def cps_ratios(results, cells):
+    """Per echod backend and CPS variant: the variant's connections/s and
+    server CPU per connection over the plain configuration's, of each round
+    (the two ran in the same round), and their median, min and max."""
+    by = {}
+    for r in results:
+        if r["proto"] == "cps" and "closed" in r:
+            by[(r["server"], r["round"])] = r["closed"]
+    out = []
+    for (proto, kind, c, p, g) in cells:
+        base, _, variant = kind.partition("+")
+        if proto != "cps" or not variant:
+            continue
+        rate, cpu = [], []
+        for rnd in range(ROUNDS):
+            a, b = by.get((kind, rnd)), by.get((base, rnd))
+            if a and b and b["req_s"]:
+                rate.append(a["req_s"] / b["req_s"])
+            if a and b and b.get("server_cpu_us_per_req"):
+                cpu.append(a["server_cpu_us_per_req"] / b["server_cpu_us_per_req"])
+        out.append({"backend": base, "variant": variant, "conns": c, "rounds": len(rate),
+                    "rate_ratio": med(rate), "rate_min": min(rate) if rate else None,
+                    "rate_max": max(rate) if rate else None,
+                    "cpu_ratio": med(cpu), "cpu_min": min(cpu) if cpu else None,
+                    "cpu_max": max(cpu) if cpu else None})
+    return out
+
+
+def print_cps(summary, rat):
+    hdr = ("echod", "conns", "conn/s", "±%", "p50", "p99", "srv µs/conn", "srv%", "cli%",
+           "note")
+    names = ("server", "conns", "req_s", "spread", "sat_p50", "sat_p99", "srv_us", "srv",
+             "cli", "note")
+    print_rows(hdr, [cols(s, names) for s in summary], {0, 9},
+               [s["server"].partition("+")[0] for s in summary])
+    if not rat:
+        return
+    print()
+    rows = []
+    for x in rat:
+        def rng(lo, hi):
+            return "-" if lo is None else f"{lo:.3f}-{hi:.3f}"
+        rows.append((x["backend"], x["variant"], str(x["conns"]),
+                     "-" if x["rate_ratio"] is None else f"{x['rate_ratio']:.3f}",
+                     rng(x["rate_min"], x["rate_max"]),
+                     "-" if x["cpu_ratio"] is None else f"{x['cpu_ratio']:.3f}",
+                     rng(x["cpu_min"], x["cpu_max"]), str(x["rounds"])))
+    print_rows(("echod", "variant", "conns", "conn/s ratio", "min-max", "srv µs ratio",
+                "min-max", "rounds"), rows, {0, 1}, [x["backend"] for x in rat])
 
 
 def notes(s):
@@ -678,6 +782,8 @@ def main():
                        f"{display(kind):8s} c={conns:<4d} l={payload:<5d} ")
                 if proto == "udp":
                     msg = msg.replace(" c=", f" udp{' gso' if gso else ''} c=")
+                if proto == "cps":
+                    msg = msg.replace(" c=", " cps c=")
                 if c:
                     msg += (f"{c['req_s']:10,.0f} req/s p99 {fmt_us(c['p99_us']):>6s} "
                             f"srv {c['server_cpu_util'] * 100:3.0f}% "
@@ -699,6 +805,7 @@ def main():
 
     summary = summarize(results, cells)
     rat = ratios(results, cells)
+    crat = cps_ratios(results, cells)
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": platform.release(),
@@ -713,7 +820,8 @@ def main():
         "peers": {f"{n}@{pr}": cmd for (n, pr), cmd in PEERS.items()},
     }
     with open(JSON_OUT, "w") as f:
-        json.dump({"meta": meta, "summary": summary, "ratios": rat, "runs": results}, f,
+        json.dump({"meta": meta, "summary": summary, "ratios": rat, "cps_ratios": crat,
+                   "runs": results}, f,
                   indent=1)
 
     print()
@@ -724,13 +832,14 @@ def main():
           f"saturation req/s{'; QUICK mode (subset)' if QUICK else ''}")
     tcp = [s for s in summary if s["proto"] == "tcp"]
     udp = [s for s in summary if s["proto"] == "udp"]
+    cps = [s for s in summary if s["proto"] == "cps"]
     if tcp:
         print()
         print_table(tcp)
         print()
-        print(f"req/s, sat: closed loop (one request in flight per connection).  ±%: spread "
-              f"of req/s over rounds.  fix: open loop at rate/s, latency from the intended send "
-              f"time.  srv µs/req, srv%, cli%, RSS: at saturation.  See bench/README.")
+        print("req/s, sat: closed loop (one request in flight per connection).  ±%: spread "
+              "of req/s over rounds.  fix: open loop at rate/s, latency from the intended send "
+              "time.  srv µs/req, srv%, cli%, RSS: at saturation.  See bench/README.")
     if udp:
         print()
         print_udp_table(udp)
@@ -739,6 +848,14 @@ def main():
               f"as UDP_SEGMENT batches and receives with UDP_GRO.  loss%: datagrams not echoed "
               f"within {UDP_LOSS_TIMEOUT:g} s (sat, then fix).  srv µs/dgram: server CPU per "
               f"datagram at saturation.  See bench/README.")
+    if cps:
+        print()
+        print_cps(cps, crat)
+        print()
+        print(f"connect/echo/close: every request ({CPS_PAYLOAD} bytes) on a connection of its "
+              f"own, {CPS_CONNS} in flight (echobench --reconnect); p50/p99 include the "
+              "connect.  Ratios: the variant over plain echod of the same backend, median of "
+              "the per-round ratios (min-max).  See bench/README.")
     if rat:
         print()
         print_ratios(rat)
