@@ -37,7 +37,8 @@
  * CR or LF, and means "use the real peer".
  *
  * Version 2: the 12-byte signature, version 2, command LOCAL (the real
- * peer, whatever the family) or PROXY; then the family byte:
+ * peer, whatever family of the table below) or PROXY; then the family
+ * byte:
  *   TCP4 0x11, TCP6 0x21   the source and destination given;
  *   UNSPEC 0x00, UNIX stream 0x31   the real peer (addresses ignored);
  *   UDP4 0x12, UDP6 0x22, UNIX datagram 0x32   unsupported_family: a
