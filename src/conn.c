@@ -19,11 +19,59 @@ void conn_touch(struct conn_ctx *cc, struct conn *c)
 		cc->touch(cc, c);
 }
 
+/* The first bytes of c's stream (carry, then queue), at most size. */
+static uint32_t conn_gather(const struct conn_ctx *cc, const struct conn *c, uint8_t *out,
+			    uint32_t size)
+{
+	const struct bufpool *p = &cc->pool;
+	uint32_t n = 0;
+
+	if (c->carry) {
+		n = c->carry_len - c->carry_off;
+		if (n > size)
+			n = size;
+		memcpy(out, c->carry + c->carry_off, n);
+	}
+	for (uint32_t b = c->q_head; b != BUF_NONE && n < size; b = p->meta[b].next) {
+		uint32_t k = p->meta[b].len;
+
+		if (k > size - n)
+			k = size - n;
+		memcpy(out + n, bufpool_ptr(p, b) + p->meta[b].off, k);
+		n += k;
+	}
+	return n;
+}
+
+static void conn_drop_head(struct conn_ctx *cc, struct conn *c, uint32_t n);
+
+/* c awaits its PROXY header: decide it from the bytes queued so far. */
+static void conn_proxy_step(struct conn_ctx *cc, struct conn *c)
+{
+	uint8_t buf[PROXY_HEADER_MAX];
+	struct proxy_header h;
+	int r = proxy_parse(buf, conn_gather(cc, c, buf, sizeof(buf)), &h);
+
+	if (r == 0)
+		return;                       /* keep reading, until the timeout */
+	c->flags &= ~CONN_PROXY_WAIT;
+	if (r > 0) {
+		conn_drop_head(cc, c, (uint32_t)r);
+		ctr_add(&cc->ctr->bytes_discarded, (uint32_t)r);
+	}
+	if (cc->proxy_done)
+		cc->proxy_done(cc, c, r, r > 0 ? &h : NULL);
+	if (r < 0)
+		conn_fail(cc, c, 0);
+}
+
 static void conn_account_received(struct conn_ctx *cc, struct conn *c, uint32_t len)
 {
 	c->pending += len;
 	ctr_add(&cc->ctr->bytes_received, len);
 	conn_touch(cc, c);
+	if (c->flags & CONN_PROXY_WAIT)
+		conn_proxy_step(cc, c);
 }
 
 void conn_received(struct conn_ctx *cc, struct conn *c, uint32_t bid,
@@ -107,14 +155,21 @@ int conn_send_iov(struct conn_ctx *cc, const struct conn *c, struct iovec *iov, 
 
 void conn_sent(struct conn_ctx *cc, struct conn *c, uint32_t n)
 {
-	struct bufpool *p = &cc->pool;
-
 	if (n > c->pending)
 		n = c->pending;       /* cannot happen; never walk off the queue */
-	c->pending -= n;
 	ctr_add(&cc->ctr->bytes_sent, n);
 	if (n)
 		conn_touch(cc, c);
+	conn_drop_head(cc, c, n);
+}
+
+/* The first n bytes of c's stream (n <= pending) leave it: buffers
+ * emptied go back to the pool. */
+static void conn_drop_head(struct conn_ctx *cc, struct conn *c, uint32_t n)
+{
+	struct bufpool *p = &cc->pool;
+
+	c->pending -= n;
 	if (c->carry) {
 		uint32_t k = c->carry_len - c->carry_off;
 
@@ -168,8 +223,13 @@ void conn_send_blocked(struct conn_ctx *cc, struct conn *c)
 
 void conn_eof(struct conn_ctx *cc, struct conn *c)
 {
-	(void)cc;
 	c->flags |= CONN_EOF;
+	if (c->flags & CONN_PROXY_WAIT) {     /* the header never came whole */
+		c->flags &= ~CONN_PROXY_WAIT;
+		if (cc->proxy_done)
+			cc->proxy_done(cc, c, -PROXY_ERR_PARTIAL, NULL);
+		conn_fail(cc, c, 0);
+	}
 }
 
 void conn_shut_done(struct conn_ctx *cc, struct conn *c)
@@ -217,6 +277,13 @@ unsigned conn_next(struct conn_ctx *cc, struct conn *c)
 		if (c->flags & CONN_EOF)
 			return CONN_NEXT_CLOSE;
 		return CONN_NEXT_READ;
+	}
+	if (c->flags & CONN_PROXY_WAIT) {
+		/* its queue is the header so far: nothing to echo; a drain has
+		 * nothing to flush for a client not yet served */
+		if ((c->flags & CONN_DRAIN) && !(c->flags & CONN_FREEZE))
+			return CONN_NEXT_CLOSE;
+		return conn_want_read(cc, c) ? CONN_NEXT_READ : 0;
 	}
 	if (c->pending)
 		next |= CONN_NEXT_SEND;

@@ -14,7 +14,15 @@
  *     and the connection closed;
  *   - when the worker drains (SIGTERM), reading stops, pending bytes are
  *     echoed, the write side is shut, and what the client still sends is
- *     read and discarded until its EOF (so the close sends no RST).
+ *     read and discarded until its EOF (so the close sends no RST);
+ *   - a connection that must open with a PROXY protocol header
+ *     (CONN_PROXY_WAIT, set by the worker at accept) echoes nothing until
+ *     the header is whole: after each read its first bytes go through
+ *     proxy_parse(); a complete header is dropped from the queue's head
+ *     (counted as discarded, never echoed) and the bytes after it are the
+ *     client's; an invalid one, or EOF first, closes the connection.  The
+ *     worker's proxy_done hook hears of each outcome (it judges the source
+ *     the header names, counts, and arranges the RST).
  *
  * The logic knows nothing of the worker: it works on a struct conn_ctx
  * (the buffer pool, the counters, the clock, the limits and two hooks),
@@ -29,6 +37,7 @@
 
 #include "bufpool.h"
 #include "counters.h"
+#include "proxy.h"
 
 /* Links of an intrusive list of connection slots (by index). */
 #define ILIST_NONE UINT32_MAX
@@ -51,8 +60,9 @@ struct ilist {
 				      never given the pool's reserve */
 #define CONN_NOBUF      (1u << 8)  /* found no free buffer (counted once), and has
 				      been given none since */
+#define CONN_PROXY_WAIT (1u << 9)  /* its PROXY header is not whole yet: echo nothing */
 /* the state a connection keeps when handed to another worker or process */
-#define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN)
+#define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN | CONN_PROXY_WAIT)
 
 /* conn_next() result bits */
 #define CONN_NEXT_READ      (1u << 0)  /* read more (into the queue, or discard) */
@@ -81,6 +91,9 @@ struct conn {
 	uint8_t *carry;        /* unsent bytes carried over from a hand-over (malloc'd), */
 	uint32_t carry_off;    /* sent before the queue; NULL when none */
 	uint32_t carry_len;
+	struct ilink hdr;      /* CONN_PROXY_WAIT: the worker's list of connections
+				  awaiting their header, oldest first */
+	uint64_t hdr_since;    /* CONN_PROXY_WAIT: when the wait began, ms */
 };
 
 /* What the echo logic works with: owned by one worker (its thread). */
@@ -96,6 +109,14 @@ struct conn_ctx {
 	/* c was active at now_ms, for the first time at that tick: move it
 	 * to the idle list's tail (NULL: no idle list). */
 	void (*touch)(struct conn_ctx *cc, struct conn *c);
+	/* c's PROXY header is decided: n > 0, the header of n bytes h says
+	 * (already dropped from the queue; c no longer CONN_PROXY_WAIT): the
+	 * hook judges the source and may conn_fail() c; n < 0, -enum
+	 * proxy_reason (invalid, or EOF first): c is failed after the hook
+	 * returns, which counts it and may arrange an RST.  NULL: every
+	 * complete header is accepted. */
+	void (*proxy_done)(struct conn_ctx *cc, struct conn *c, int n,
+			   const struct proxy_header *h);
 };
 
 /* A connection as handed from one worker (or process) to another: its

@@ -395,6 +395,178 @@ static void test_exhaustion_events(void)
 	ctx_unmake(&cc);
 }
 
+/* ---- PROXY protocol header before the echo ---- */
+
+static struct {
+	unsigned calls;
+	int n;
+	struct proxy_header h;
+	bool deny;
+} pd;
+
+static void sim_proxy_done(struct conn_ctx *cc, struct conn *c, int n, const struct proxy_header *h)
+{
+	pd.calls++;
+	pd.n = n;
+	if (h)
+		pd.h = *h;
+	if (n > 0 && pd.deny)
+		conn_fail(cc, c, 0);
+}
+
+/* input = header (hlen bytes) + payload, read max_read bytes at a time by
+ * a connection awaiting its header: the echo is the payload alone. */
+static void proxy_case(const char *name, const uint8_t *in, size_t len, size_t hlen,
+		       unsigned max_read, int want_n, bool deny)
+{
+	struct conn_ctx cc;
+	struct sim s = { .in = in, .in_len = len, .max_read = max_read, .max_write = 3000 };
+	uint8_t *out = malloc(len + 1);
+	struct conn slot, *c;
+	bool done;
+	int fd;
+
+	memset(&pd, 0, sizeof(pd));
+	pd.deny = deny;
+	s.out = out;
+	ctx_make(&cc, 64, 512, 4096);
+	cc.proxy_done = sim_proxy_done;
+	c = conn_open(&cc, &slot, sockfd());
+	c->flags |= CONN_PROXY_WAIT;
+	fd = c->fd;
+	done = sim_run(&cc, c, &s);
+	close(fd);
+	tap_ok(done && s.closed, "proxy %s: finished", name);
+	tap_ok(pd.calls == 1 && pd.n == want_n, "proxy %s: the hook heard once, %d (want %d)",
+	       name, pd.n, want_n);
+	if (want_n > 0 && !deny) {
+		tap_ok(s.out_len == len - hlen && memcmp(out, in + hlen, len - hlen) == 0,
+		       "proxy %s: the %zu bytes after the %zu-byte header echoed exactly, the "
+		       "header never (got %zu)", name, len - hlen, hlen, s.out_len);
+		tap_ok(ctr_get(&ctr.bytes_discarded) == hlen && ctr_get(&ctr.bytes_received) == len &&
+		       ctr_get(&ctr.bytes_sent) == len - hlen,
+		       "proxy %s: received %zu = sent %zu + discarded %zu (the header)", name, len,
+		       len - hlen, hlen);
+	} else {
+		tap_ok(s.out_len == 0, "proxy %s: nothing echoed (%zu bytes)", name, s.out_len);
+	}
+	tap_ok(cc.pool.nfree == 64, "proxy %s: every buffer back in the pool", name);
+	ctx_unmake(&cc);
+	free(out);
+}
+
+static void test_proxy(void)
+{
+	static const char v1[] = "PROXY TCP4 192.0.2.7 198.51.100.1 51000 7\r\n";
+	static const uint8_t v2[] = {
+		0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+		0x21, 0x21, 0x00, 0x2a,                       /* PROXY, TCP6, 36 + 6 */
+		0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x09,  /* src */
+		0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,  /* dst */
+		0xc3, 0x50, 0x00, 0x07,                       /* ports 50000, 7 */
+		0x04, 0x00, 0x03, 'a', 'b', 'c',              /* NOOP TLV */
+	};
+	size_t plen = 100000, l1 = sizeof(v1) - 1;
+	uint8_t *in = malloc(sizeof(v2) + plen);
+	static const uint8_t mapped[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+					    192, 0, 2, 7 };
+
+	for (size_t i = 0; i < plen; i++)
+		in[sizeof(v2) + i] = (uint8_t)rnd(256);
+	memcpy(in + sizeof(v2) - l1, v1, l1);
+	proxy_case("v1, one-byte reads", in + sizeof(v2) - l1, l1 + plen, l1, 1, (int)l1, false);
+	tap_ok(pd.h.version == 1 && pd.h.has_source && memcmp(pd.h.src, mapped, 16) == 0 &&
+	       pd.h.src_port == 51000, "proxy v1: the hook was given 192.0.2.7 port 51000");
+	proxy_case("v1, large reads", in + sizeof(v2) - l1, l1 + plen, l1, 5000, (int)l1, false);
+	memcpy(in, v2, sizeof(v2));
+	proxy_case("v2 + TLV, one-byte reads", in, sizeof(v2) + plen, sizeof(v2), 1,
+		   (int)sizeof(v2), false);
+	tap_ok(pd.h.version == 2 && pd.h.has_source && pd.h.src[15] == 9 && pd.h.src_port == 50000,
+	       "proxy v2: the hook was given 2001:db8::9 port 50000");
+	proxy_case("v2 + TLV, random reads", in, sizeof(v2) + plen, sizeof(v2), 700,
+		   (int)sizeof(v2), false);
+	proxy_case("v2, header alone", in, sizeof(v2), sizeof(v2), 9, (int)sizeof(v2), false);
+	proxy_case("v2, the source denied by the hook", in, sizeof(v2) + plen, sizeof(v2), 700,
+		   (int)sizeof(v2), true);
+	proxy_case("partial v2 then EOF", in, sizeof(v2) - 1, 0, 5, -PROXY_ERR_PARTIAL, false);
+	proxy_case("no bytes then EOF", in, 0, 0, 5, -PROXY_ERR_PARTIAL, false);
+	memcpy(in, "GET / HTTP/1.0\r\n\r\n", 18);
+	proxy_case("HTTP instead of a header", in, 18 + 1000, 0, 3, -PROXY_ERR_BAD_SIGNATURE, false);
+	memset(in, 'x', 2000);
+	memcpy(in, "PROXY UNKNOWN ", 14);
+	proxy_case("v1 without CRLF", in, 2000, 0, 64, -PROXY_ERR_OVERSIZED, false);
+	free(in);
+}
+
+/* A connection handed over with half its header: the rest arrives at the
+ * importer, which finds the header whole and echoes what follows. */
+static void test_proxy_handover(void)
+{
+	static const char hdr[] = "PROXY TCP4 192.0.2.7 198.51.100.1 51000 7\r\nhello";
+	struct conn_ctx a, b;
+	struct conn sa, sb, *c, *d;
+	struct conn_export e;
+	struct iovec iov[4];
+	uint32_t bid;
+	int fd = sockfd(), k;
+
+	memset(&pd, 0, sizeof(pd));
+	ctx_make(&a, 16, 512, 4096);
+	a.proxy_done = sim_proxy_done;
+	c = conn_open(&a, &sa, fd);
+	c->flags |= CONN_PROXY_WAIT;
+	bid = bufpool_get(&a.pool);
+	memcpy(bufpool_ptr(&a.pool, bid), hdr, 20);
+	conn_received(&a, c, bid, 0, 20);
+	tap_ok(pd.calls == 0 && conn_next(&a, c) == CONN_NEXT_READ,
+	       "proxy hand-over: 20 bytes of the header: read more, send nothing");
+	tap_ok(conn_export(&a, c, &e) == 0 && (e.flags & CONN_PROXY_WAIT) && e.len == 20,
+	       "proxy hand-over: exported awaiting its header, with its 20 bytes");
+	conn_drop(&a, c);
+	ctx_make(&b, 16, 512, 4096);        /* ctx_make clears the counters: fine */
+	b.proxy_done = sim_proxy_done;
+	d = conn_open(&b, &sb, fd);
+	conn_import(&b, d, &e);
+	tap_ok((d->flags & CONN_PROXY_WAIT) && conn_next(&b, d) == CONN_NEXT_READ,
+	       "proxy hand-over: imported still awaiting it");
+	bid = bufpool_get(&b.pool);
+	memcpy(bufpool_ptr(&b.pool, bid), hdr + 20, sizeof(hdr) - 1 - 20);
+	conn_received(&b, d, bid, 0, sizeof(hdr) - 1 - 20);
+	k = conn_send_iov(&b, d, iov, 4);
+	tap_ok(pd.calls == 1 && pd.n == 43 && !(d->flags & CONN_PROXY_WAIT) && k == 1 &&
+	       iov[0].iov_len == 5 && memcmp(iov[0].iov_base, "hello", 5) == 0,
+	       "proxy hand-over: the header completes across carry and queue; 'hello' to echo");
+	conn_drop(&b, d);
+	close(fd);
+	ctx_unmake(&a);
+	ctx_unmake(&b);
+}
+
+/* A connection awaiting its header when the worker drains: closed, as
+ * it has nothing to flush. */
+static void test_proxy_drain(void)
+{
+	struct conn_ctx cc;
+	struct conn slot, *c;
+	uint32_t bid;
+	int fd = sockfd();
+
+	ctx_make(&cc, 16, 512, 4096);
+	c = conn_open(&cc, &slot, fd);
+	c->flags |= CONN_PROXY_WAIT;
+	bid = bufpool_get(&cc.pool);
+	memcpy(bufpool_ptr(&cc.pool, bid), "PROXY TCP4 ", 11);
+	conn_received(&cc, c, bid, 0, 11);
+	c->flags |= CONN_DRAIN;
+	tap_ok(conn_next(&cc, c) == CONN_NEXT_CLOSE, "proxy drain: awaiting its header: closed");
+	c->flags |= CONN_FREEZE;
+	tap_ok(conn_next(&cc, c) == 0, "proxy drain: frozen for a hand-over: left alone");
+	conn_drop(&cc, c);
+	close(fd);
+	tap_ok(cc.pool.nfree == 16, "proxy drain: its buffer back in the pool");
+	ctx_unmake(&cc);
+}
+
 int main(void)
 {
 	test_echo("1 byte", 1, 4096, 4096, 0, 64, 4096, 65536);
@@ -409,5 +581,8 @@ int main(void)
 	test_drain();
 	test_reserve();
 	test_exhaustion_events();
+	test_proxy();
+	test_proxy_handover();
+	test_proxy_drain();
 	return tap_done();
 }
