@@ -162,6 +162,8 @@ const char *config_log_level_name(int level);
 #define CONFIG_CHANGED_METRICS      (1u << 6)
 #define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.loop_ports, udp.receive_buffer */
 #define CONFIG_CHANGED_POLICY       (1u << 8)  /* allow, deny */
+#define CONFIG_CHANGED_PER_SOURCE   (1u << 9)  /* per_source.*, but table_size */
+#define CONFIG_CHANGED_PER_SOURCE_TABLE (1u << 10)  /* per_source.table_size */
 unsigned config_diff(const struct echod_config *a, const struct echod_config *b);
 
 /* The CONFIG_CHANGED_* bits of the settings a reload does not apply (they
