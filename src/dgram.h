@@ -20,9 +20,11 @@
  * socket cannot take now waits, in order, while that socket is not read;
  * any other send error drops the echo as DDROP_SEND_ERROR.
  *
- * Nothing here knows io_uring or epoll, allocates, or blocks: it works on
- * a struct dgram_ctx (counters, clock, the live settings, the log
- * limiter), which the worker owns and a test can build alone.
+ * Nothing here knows io_uring or epoll, allocates, or blocks (but for the
+ * per-source table's mutex, held for one lookup, and only while
+ * per_source.datagram_rate is on): it works on a struct dgram_ctx
+ * (counters, clock, the live settings, the log limiter), which the worker
+ * owns and a test can build alone.
  */
 #ifndef ECHOD_DGRAM_H
 #define ECHOD_DGRAM_H
