@@ -49,6 +49,9 @@
 #define CONFIG_BACKLOG_MAX          65535
 #define CONFIG_UDP_RCVBUF_MIN       65536       /* bytes; 0 = the socket's own */
 #define CONFIG_UDP_RCVBUF_MAX       (1024 * 1024 * 1024)
+#define CONFIG_PER_SOURCE_RATE_MAX  1000000     /* per second; 0 = off */
+#define CONFIG_PER_SOURCE_TABLE_MIN 16          /* entries */
+#define CONFIG_PER_SOURCE_TABLE_MAX 16777216
 
 enum config_backend {
 	CONFIG_BACKEND_AUTO = 0,
@@ -102,6 +105,15 @@ struct echod_config {
 		uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 		uint32_t receive_buffer;        /* "udp.receive_buffer": SO_RCVBUF, 0 = leave it */
 	} udp;
+	struct {
+		uint32_t max_connections;       /* "per_source.max_connections": open at once, 0 = off */
+		uint32_t connection_rate;       /* "per_source.connection_rate": per second, 0 = off */
+		uint32_t connection_burst;      /* "per_source.connection_burst": its bucket */
+		uint32_t datagram_rate;         /* "per_source.datagram_rate": per second, 0 = off */
+		uint32_t datagram_burst;        /* "per_source.datagram_burst": its bucket */
+		uint32_t ipv6_prefix;           /* "per_source.ipv6_prefix": 1..128, default 64 */
+		uint32_t table_size;            /* "per_source.table_size": entries, restart only */
+	} per_source;
 	/* last: large (the struct is on the heap wherever it is copied) */
 	unsigned n_allow;                   /* "allow": prefixes, default [] (everyone) */
 	struct config_prefix allow[CONFIG_MAX_PREFIXES];
@@ -150,6 +162,8 @@ const char *config_log_level_name(int level);
 #define CONFIG_CHANGED_METRICS      (1u << 6)
 #define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.loop_ports, udp.receive_buffer */
 #define CONFIG_CHANGED_POLICY       (1u << 8)  /* allow, deny */
+#define CONFIG_CHANGED_PER_SOURCE   (1u << 9)  /* per_source.*, but table_size */
+#define CONFIG_CHANGED_PER_SOURCE_TABLE (1u << 10)  /* per_source.table_size */
 unsigned config_diff(const struct echod_config *a, const struct echod_config *b);
 
 /* The CONFIG_CHANGED_* bits of the settings a reload does not apply (they

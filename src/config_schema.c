@@ -128,12 +128,43 @@ const struct schema_setting schema_settings[] = {
 	  .min = CONFIG_UDP_RCVBUF_MIN, .max = CONFIG_UDP_RCVBUF_MAX, .zero_ok = true,
 	  .unit = "bytes", .def = 4194304, .live = true, .changed = CONFIG_CHANGED_UDP,
 	  .description = "Receive buffer of each UDP socket, SO_RCVBUF (0: leave the socket's own)" },
+	{ .name = "per_source.max_connections", .type = &schema_uint,
+	  FIELD(per_source.max_connections), .min = 1, .max = CONFIG_MAX_CONNECTIONS_MAX,
+	  .zero_ok = true, .def = 0, .live = true, .changed = CONFIG_CHANGED_PER_SOURCE,
+	  .description = "TCP connections one source may hold open at once, exact across event loops (0: no limit)" },
+	{ .name = "per_source.connection_rate", .type = &schema_uint,
+	  FIELD(per_source.connection_rate), .min = 1, .max = CONFIG_PER_SOURCE_RATE_MAX,
+	  .zero_ok = true, .unit = "per second", .def = 0, .live = true,
+	  .changed = CONFIG_CHANGED_PER_SOURCE,
+	  .description = "New TCP connections per second one source may open, a token bucket (0: no limit)" },
+	{ .name = "per_source.connection_burst", .type = &schema_uint,
+	  FIELD(per_source.connection_burst), .min = 1, .max = CONFIG_PER_SOURCE_RATE_MAX,
+	  .unit = "connections", .def = 10, .live = true, .changed = CONFIG_CHANGED_PER_SOURCE,
+	  .description = "Size of the connection_rate bucket: connections a source may open at once after a pause" },
+	{ .name = "per_source.datagram_rate", .type = &schema_uint,
+	  FIELD(per_source.datagram_rate), .min = 1, .max = CONFIG_PER_SOURCE_RATE_MAX,
+	  .zero_ok = true, .unit = "per second", .def = 0, .live = true,
+	  .changed = CONFIG_CHANGED_PER_SOURCE,
+	  .description = "UDP datagrams per second one source may have echoed, a token bucket (0: no limit)" },
+	{ .name = "per_source.datagram_burst", .type = &schema_uint,
+	  FIELD(per_source.datagram_burst), .min = 1, .max = CONFIG_PER_SOURCE_RATE_MAX,
+	  .unit = "datagrams", .def = 64, .live = true, .changed = CONFIG_CHANGED_PER_SOURCE,
+	  .description = "Size of the datagram_rate bucket: datagrams a source may send at once after a pause" },
+	{ .name = "per_source.ipv6_prefix", .type = &schema_uint,
+	  FIELD(per_source.ipv6_prefix), .min = 1, .max = 128, .unit = "bits", .def = 64,
+	  .live = true, .changed = CONFIG_CHANGED_PER_SOURCE,
+	  .description = "IPv6 sources in one prefix of this length are one source (IPv4: each address)" },
+	{ .name = "per_source.table_size", .type = &schema_uint, FIELD(per_source.table_size),
+	  .min = CONFIG_PER_SOURCE_TABLE_MIN, .max = CONFIG_PER_SOURCE_TABLE_MAX, .unit = "entries",
+	  .def = 65536, .live = false, .changed = CONFIG_CHANGED_PER_SOURCE_TABLE,
+	  .description = "Sources the per-source table holds, about 76 bytes each" },
 };
 const size_t schema_n_settings = sizeof(schema_settings) / sizeof(schema_settings[0]);
 
 const struct schema_group schema_groups[] = {
 	{ "metrics", "Prometheus metrics over HTTP at http://ADDRESS:PORT/metrics" },
 	{ "udp", "The UDP echo service (RFC 862), datagram for datagram" },
+	{ "per_source", "Limits per source address, exact across event loops" },
 };
 const size_t schema_n_groups = sizeof(schema_groups) / sizeof(schema_groups[0]);
 

@@ -309,6 +309,9 @@ int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e
 	e->flags = c->flags & CONN_EXPORTED_FLAGS;
 	e->len = c->pending;
 	e->data = NULL;
+	e->src_slot = c->src_slot;
+	e->src_known = false;
+	memset(e->src, 0, sizeof(e->src));
 	if (!c->pending)
 		return 0;
 	e->data = malloc(c->pending);
@@ -332,6 +335,7 @@ void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e)
 {
 	(void)cc;
 	c->flags |= e->flags & CONN_EXPORTED_FLAGS;
+	c->src_slot = e->src_slot;
 	if (e->len) {
 		c->carry = e->data;
 		c->carry_off = 0;
@@ -350,6 +354,7 @@ void conn_start(struct conn_ctx *cc, struct conn *c)
 	c->nbufs = 0;
 	c->carry = NULL;
 	c->carry_off = c->carry_len = 0;
+	c->src_slot = PERSOURCE_NONE;  /* the caller counts it */
 	c->last_active = cc->now_ms;
 }
 

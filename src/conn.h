@@ -38,6 +38,7 @@
 #include "bufpool.h"
 #include "counters.h"
 #include "proxy.h"
+#include "persource.h"
 
 /* Links of an intrusive list of connection slots (by index). */
 #define ILIST_NONE UINT32_MAX
@@ -94,6 +95,8 @@ struct conn {
 	struct ilink hdr;      /* CONN_PROXY_WAIT: the worker's list of connections
 				  awaiting their header, oldest first */
 	uint64_t hdr_since;    /* CONN_PROXY_WAIT: when the wait began, ms */
+	uint32_t src_slot;     /* its source's entry in the per-source table, counted
+				  until the connection closes (PERSOURCE_NONE: untracked) */
 };
 
 /* What the echo logic works with: owned by one worker (its thread). */
@@ -126,6 +129,11 @@ struct conn_export {
 	uint32_t flags;        /* CONN_EXPORTED_FLAGS bits */
 	uint32_t len;
 	uint8_t *data;         /* malloc'd, len bytes, or NULL */
+	uint32_t src_slot;     /* between workers: its per-source entry, still counted
+				  (PERSOURCE_NONE: not counted; the importer counts it) */
+	bool src_known;        /* src holds its source (one the peer address does not
+				  give, e.g. a PROXY header's), else the peer address is */
+	uint8_t src[16];       /* IPv4 as ::ffff:a.b.c.d */
 };
 
 /* Queue len bytes received into buffer bid at offset off.  Takes the
@@ -195,10 +203,11 @@ unsigned conn_next(struct conn_ctx *cc, struct conn *c);
 /* Whether the connection may read now (part of conn_next). */
 bool conn_want_read(struct conn_ctx *cc, struct conn *c);
 
-/* Export c's state into e (fd, flags, the unsent bytes copied out).
- * 0 or -ENOMEM. */
+/* Export c's state into e (fd, flags, the unsent bytes copied out, its
+ * per-source slot, still counted; src unknown).  0 or -ENOMEM. */
 int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e);
-/* Take e's state into a fresh slot c: e->data becomes c's carry. */
+/* Take e's state into a fresh slot c: e->data becomes c's carry, and
+ * e->src_slot its per-source slot. */
 void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e);
 /* Release the carry, if any. */
 void conn_carry_free(struct conn *c);

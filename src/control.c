@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "persource.h"
 #include "policy.h"
 #include "worker.h"
 #include "wset.h"
@@ -170,20 +171,16 @@ static void close_listeners(struct control *ctl)
 
 static void describe_listeners(struct control *ctl, char *buf, size_t len)
 {
+	const struct listen_set *ls = &ctl->sets[0];
 	size_t off = 0;
 
 	buf[0] = '\0';
-	for (unsigned s = 0; s < ctl->nsets && s < 1; s++) {
-		const struct listen_set *ls = &ctl->sets[s];
+	for (unsigned i = 0; i < ls->n && off < len; i++) {
+		int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", ls->l[i].name);
 
-		for (unsigned i = 0; i < ls->n && off < len; i++) {
-			int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "",
-					 ls->l[i].name);
-
-			if (n < 0)
-				break;
-			off += (size_t)n;
-		}
+		if (n < 0)
+			break;
+		off += (size_t)n;
 	}
 }
 
@@ -275,6 +272,7 @@ static void publish_workers(struct control *ctl)
 	ctl->metrics.base = ctl->base;
 	ctl->metrics.nworkers = ctl->ws.n;
 	ctl->metrics.backend = ctl->ws.ops->name;
+	ctl->metrics.persource = ctl->shared.persource;
 	pthread_mutex_unlock(&ctl->metrics.lock);
 }
 
@@ -432,6 +430,7 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 	atomic_store_explicit(&ctl->shared.max_connections, next->max_connections,
 			      memory_order_relaxed);
 	atomic_store(&ctl->metrics.max_connections, next->max_connections);
+	persource_apply_config(ctl->shared.persource, next);
 	/* each worker drops its reference to the old lists once it uses the new */
 	worker_params_from_config(&params, next, policy);
 	wset_post_params(&ctl->ws, &params);
@@ -649,8 +648,10 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 	}
 	if (why[0])
 		log_warning("backend auto: using %s (%s)", ops->name, why);
-	if (setup_listeners(ctl) < 0 || setup_udp(ctl) < 0)
+	if (setup_listeners(ctl) < 0 || setup_udp(ctl) < 0 ||
+	    persource_create(&ctl->shared.persource, cfg->per_source.table_size) < 0)
 		goto out;
+	persource_apply_config(ctl->shared.persource, cfg);
 	if (!ctl->sets[0].n) {
 		log_error("no echo listener: nothing to serve");
 		goto out;
@@ -690,6 +691,7 @@ out:
 		close(ctl->sigfd);
 	wset_free(&ctl->ws);
 	policy_unref(ctl->policy);
+	persource_destroy(ctl->shared.persource);
 	free(ctl->base);
 	metrics_state_destroy(&ctl->metrics);
 	free(ctl);

@@ -14,13 +14,14 @@
 enum worker_op { WOP_ACCEPT, WOP_RECV, WOP_SEND, WOP_SHUTDOWN, WOP_CLOSE, WOP_CANCEL, WOP__COUNT };
 enum accept_err { AERR_EMFILE, AERR_ENFILE, AERR_ENOBUFS, AERR_ENOMEM, AERR_OTHER, AERR__COUNT };
 /* Why a datagram was not echoed (metric label values: truncated, loop_port,
- * bad_source, send_error, denied); see dgram.h. */
+ * bad_source, send_error, denied, rate_limited, table_full); see dgram.h. */
 enum dgram_drop { DDROP_TRUNCATED, DDROP_LOOP_PORT, DDROP_BAD_SOURCE, DDROP_SEND_ERROR,
-		  DDROP_DENIED, DDROP__COUNT };
+		  DDROP_DENIED, DDROP_RATE_LIMITED, DDROP_TABLE_FULL, DDROP__COUNT };
 /* Why a TCP connection was closed at once, unserved, for its source
- * (metric label values: list = the allow/deny lists; per-source limits
- * add theirs). */
-enum conn_deny { CDENY_LIST, CDENY__COUNT };
+ * (metric label values: list = the allow/deny lists, per_source_connections,
+ * per_source_rate, table_full = the per-source limits; persource.h). */
+enum conn_deny { CDENY_LIST, CDENY_PER_SOURCE_CONNECTIONS, CDENY_PER_SOURCE_RATE,
+		 CDENY_TABLE_FULL, CDENY__COUNT };
 
 /* One cache line apart from any other worker's. */
 struct worker_counters {

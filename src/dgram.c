@@ -17,7 +17,8 @@ _Static_assert(DGRAM_CMSG_SPACE >= CMSG_SPACE(sizeof(uint16_t)), "room for UDP_S
 static const char *const drop_names[DDROP__COUNT] = {
 	[DDROP_TRUNCATED] = "truncated", [DDROP_LOOP_PORT] = "loop_port",
 	[DDROP_BAD_SOURCE] = "bad_source", [DDROP_SEND_ERROR] = "send_error",
-	[DDROP_DENIED] = "denied",
+	[DDROP_DENIED] = "denied", [DDROP_RATE_LIMITED] = "rate_limited",
+	[DDROP_TABLE_FULL] = "table_full",
 };
 
 void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned worker_id)
@@ -85,9 +86,35 @@ static void log_drop(struct dgram_ctx *dc, const uint8_t a[16], uint16_t port,
 		    dc->worker_id, shown, port, drop_names[why], more);
 }
 
+/* A source over its per-source datagram rate (or finding the table full):
+ * logged once a minute per source, through the table's own memory of it
+ * (a full table has none: the log limiter). */
+static void log_limit(struct dgram_ctx *dc, const uint8_t a[16], uint16_t port,
+		      enum dgram_drop why, const struct persource_refusal *r)
+{
+	char shown[48], more[80] = "";
+
+	if (why == DDROP_TABLE_FULL ? !srclog_may(&dc->log, a, dc->now_ms) : !r->log)
+		return;
+	policy_source_text(a, shown, sizeof(shown));
+	if (why == DDROP_TABLE_FULL) {
+		srclog_take_suppressed(&dc->log, "drop(s)", more, sizeof(more));
+		log_warning("worker %u: UDP datagram from %s port %u refused (table_full): "
+			    "the per-source table's %u entries all hold connections%s",
+			    dc->worker_id, shown, port, r->limit, more);
+		return;
+	}
+	if (r->unlogged)
+		snprintf(more, sizeof(more), "; %u refusal(s) of this source not logged", r->unlogged);
+	log_warning("worker %u: UDP datagram from %s port %u refused (rate_limited): exceeded "
+		    "%u datagrams/s (burst %u)%s", dc->worker_id, shown, port, r->limit, r->burst, more);
+}
+
 int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srclen,
 		unsigned n)
 {
+	struct persource_refusal r = { 0 };
+	enum persource_verdict v = PS_PASS;
 	enum dgram_drop why;
 	uint8_t a[16];
 	uint16_t port;
@@ -102,8 +129,14 @@ int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srcl
 		why = DDROP_LOOP_PORT;
 	} else if (!policy_allows(dc->policy, a)) {
 		why = DDROP_DENIED;
-	} else {
+	} else if (!persource_dgram_metered(dc->persource) ||
+		   (v = persource_dgram(dc->persource, a, n, dc->now_ms, &r)) == PS_PASS) {
 		return 0;
+	} else {
+		why = v == PS_RATE ? DDROP_RATE_LIMITED : DDROP_TABLE_FULL;
+		dgram_drop(dc, why, n);
+		log_limit(dc, a, port, why, &r);
+		return (int)why + 1;
 	}
 	dgram_drop(dc, why, n);
 	log_drop(dc, a, port, why);

@@ -4,9 +4,9 @@
  * what it decides with these helpers:
  *   - dgram_check(): whether a source may be answered at all (loop and
  *     reflection protection: source port 0, udp.loop_ports, multicast,
- *     broadcast and unspecified sources; then the allow/deny lists) --
- *     dropped, counted, and logged at most once a minute per source
- *     address (srclog.h);
+ *     broadcast and unspecified sources; then the allow/deny lists; then
+ *     the per-source datagram rate, persource.h) -- dropped, counted, and
+ *     logged at most once a minute per source address (srclog.h);
  *   - dgram_parse_cmsg(): a receive's control data: the UDP_GRO segment
  *     size and the SO_RXQ_OVFL count;
  *   - dgram_put_segment(): an echo's control data: UDP_SEGMENT, so a
@@ -20,9 +20,11 @@
  * socket cannot take now waits, in order, while that socket is not read;
  * any other send error drops the echo as DDROP_SEND_ERROR.
  *
- * Nothing here knows io_uring or epoll, allocates, or blocks: it works on
- * a struct dgram_ctx (counters, clock, the live settings, the log
- * limiter), which the worker owns and a test can build alone.
+ * Nothing here knows io_uring or epoll, allocates, or blocks (but for the
+ * per-source table's mutex, held for one lookup, and only while
+ * per_source.datagram_rate is on): it works on a struct dgram_ctx
+ * (counters, clock, the live settings, the log limiter), which the worker
+ * owns and a test can build alone.
  */
 #ifndef ECHOD_DGRAM_H
 #define ECHOD_DGRAM_H
@@ -34,6 +36,7 @@
 
 #include "config.h"
 #include "counters.h"
+#include "persource.h"
 #include "policy.h"
 #include "srclog.h"
 
@@ -58,6 +61,7 @@ struct dgram_ctx {
 	unsigned n_loop_ports;
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 	const struct policy *policy; /* allow/deny (the worker holds the reference) */
+	struct persource *persource; /* the per-source table (shared; NULL: none) */
 	/* kernel drops: the SO_RXQ_OVFL count last seen, per UDP socket slot */
 	uint32_t ovfl_seen[DGRAM_MAX_SOCKETS];
 	/* the ports echod's own UDP sockets are bound to: a datagram from one
@@ -89,8 +93,11 @@ void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports
  * Drops source port 0 (bad_source), the ports of udp.loop_ports and
  * echod's own UDP ports (loop_port), and multicast, broadcast (255.255.255.255) and unspecified
  * (0.0.0.0/8, ::) sources (bad_source); an IPv4-mapped IPv6 source is
- * judged as IPv4; then a source the allow/deny lists refuse (denied).
- * This is where a UDP source is judged: per-source limits slot in here. */
+ * judged as IPv4; then a source the allow/deny lists refuse (denied);
+ * then, with per_source.datagram_rate on, a source whose bucket holds
+ * fewer than n datagrams (rate_limited: the n are dropped) or that finds
+ * no entry in the per-source table (table_full).  This is where a UDP
+ * source is judged. */
 int dgram_check(struct dgram_ctx *dc, const struct sockaddr *src, socklen_t srclen,
 		unsigned n);
 

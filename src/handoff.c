@@ -22,7 +22,7 @@ bool handoff_available(void)
 
 static int store(int fd, const char *name)
 {
-	char msg[128];
+	char msg[32 + HANDOFF_NAME_MAX];
 	int r;
 
 	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
@@ -58,12 +58,45 @@ static int data_fd(const struct conn_export *e)
 	return fd;
 }
 
+void handoff_conn_name(char *buf, size_t size, unsigned id, const struct conn_export *e)
+{
+	int n = snprintf(buf, size, "conn.%u.%u", id, e->flags & CONN_EXPORTED_FLAGS);
+
+	if (!e->src_known || n < 0 || (size_t)n + 1 + 32 >= size)
+		return;           /* a source whole or none */
+	buf[n++] = '.';
+	for (unsigned k = 0; k < 16; k++, n += 2)
+		snprintf(buf + n, size - (size_t)n, "%02x", e->src[k]);
+}
+
+bool handoff_parse_conn_name(const char *name, unsigned *id, unsigned *flags, uint8_t src[16],
+			     bool *src_known)
+{
+	int end = -1;
+
+	*src_known = false;
+	if (sscanf(name, "conn.%u.%u%n", id, flags, &end) != 2 || end < 0)
+		return false;
+	name += end;
+	if (*name != '.' || strlen(name + 1) != 32 ||
+	    strspn(name + 1, "0123456789abcdef") != 32)
+		return true;         /* no source: the peer address is its source */
+	for (unsigned k = 0; k < 16; k++) {
+		unsigned v;
+
+		sscanf(name + 1 + 2 * k, "%2x", &v);
+		src[k] = (uint8_t)v;
+	}
+	*src_known = true;
+	return true;
+}
+
 unsigned handoff_push(struct conn_export *e, unsigned n)
 {
 	unsigned stored = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		char name[64];
+		char name[HANDOFF_NAME_MAX];
 		int ok = 0;
 
 		if (e[i].len) {
@@ -79,7 +112,7 @@ unsigned handoff_push(struct conn_export *e, unsigned n)
 			}
 		}
 		if (ok == 0) {
-			snprintf(name, sizeof(name), "conn.%u.%u", i, e[i].flags & CONN_EXPORTED_FLAGS);
+			handoff_conn_name(name, sizeof(name), i, &e[i]);
 			ok = store(e[i].fd, name);
 		}
 		if (ok == 0)
@@ -95,7 +128,7 @@ unsigned handoff_push(struct conn_export *e, unsigned n)
 
 static void unstore(const char *name)
 {
-	char msg[128];
+	char msg[32 + HANDOFF_NAME_MAX];
 
 	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
 	if (sd_notify(0, msg) < 0)
@@ -139,9 +172,11 @@ unsigned handoff_collect(struct handed_fd *h, unsigned n, struct conn_export **o
 	*out = e;
 	for (unsigned i = 0; i < n; i++) {
 		unsigned id, flags;
+		uint8_t src[16];
+		bool known;
 		int r;
 
-		if (sscanf(h[i].name, "conn.%u.%u", &id, &flags) != 2)
+		if (!handoff_parse_conn_name(h[i].name, &id, &flags, src, &known))
 			continue;
 		unstore(h[i].name);
 		r = sd_is_socket_inet(h[i].fd, AF_UNSPEC, SOCK_STREAM, 0, 0);
@@ -154,6 +189,9 @@ unsigned handoff_collect(struct handed_fd *h, unsigned n, struct conn_export **o
 
 		x->fd = h[i].fd;
 		x->flags = flags & CONN_EXPORTED_FLAGS;
+		x->src_slot = PERSOURCE_NONE;        /* the worker that takes it counts it */
+		x->src_known = known;
+		memcpy(x->src, src, sizeof(x->src));
 		r = 0;
 		for (unsigned j = 0; j < n && r == 0; j++) {
 			unsigned did;

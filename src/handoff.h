@@ -1,16 +1,29 @@
 /* handoff.h - established connections across a restart, through
  * systemd's file descriptor store (FileDescriptorStoreMax=).
  *
- * At stop, each connection's socket is stored as "conn.ID.FLAGS" and its
+ * At stop, each connection's socket is stored as "conn.ID.FLAGS[.SRC]" and its
  * unsent bytes, if any, as a memfd "data.ID" (stored first: a connection
  * is never resumed without its bytes).  At start, systemd passes them
  * back with the listeners; they are paired, read, and removed from the
- * store (FDSTOREREMOVE=1), so closing them later really closes them. */
+ * store (FDSTOREREMOVE=1), so closing them later really closes them.  The
+ * workers that take them count each by its source in the per-source table
+ * (SRC, else the peer address), over the limits or not. */
 #ifndef ECHOD_HANDOFF_H
 #define ECHOD_HANDOFF_H
 
 #include "conn.h"
 #include "listen.h"
+
+#define HANDOFF_NAME_MAX 96     /* "conn.ID.FLAGS.SRC" with NUL (FDNAME: 255 at most) */
+
+/* A connection's fd-store name: "conn.ID.FLAGS", and ".SRC" (32 hex
+ * digits: its 16-byte source) when e->src_known -- a source its peer
+ * address does not give (a PROXY header's) survives the restart. */
+void handoff_conn_name(char *buf, size_t size, unsigned id, const struct conn_export *e);
+/* Parse such a name: false if it is not a connection's; *src_known says
+ * whether it carried a source (into src). */
+bool handoff_parse_conn_name(const char *name, unsigned *id, unsigned *flags, uint8_t src[16],
+			     bool *src_known);
 
 /* Whether a service manager listens (NOTIFY_SOCKET is set). */
 bool handoff_available(void);

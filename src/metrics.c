@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "counters.h"
+#include "persource.h"
 
 /* ---- text buffer ---- */
 
@@ -126,11 +127,13 @@ static const char *const op_names[WOP__COUNT] = {
 static const char *const drop_names[DDROP__COUNT] = {
 	[DDROP_TRUNCATED] = "truncated", [DDROP_LOOP_PORT] = "loop_port",
 	[DDROP_BAD_SOURCE] = "bad_source", [DDROP_SEND_ERROR] = "send_error",
-	[DDROP_DENIED] = "denied",
+	[DDROP_DENIED] = "denied", [DDROP_RATE_LIMITED] = "rate_limited",
+	[DDROP_TABLE_FULL] = "table_full",
 };
 
 static const char *const deny_names[CDENY__COUNT] = {
-	[CDENY_LIST] = "list",
+	[CDENY_LIST] = "list", [CDENY_PER_SOURCE_CONNECTIONS] = "per_source_connections",
+	[CDENY_PER_SOURCE_RATE] = "per_source_rate", [CDENY_TABLE_FULL] = "table_full",
 };
 
 static const char *const aerr_names[AERR__COUNT] = {
@@ -248,7 +251,8 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	   "Connections closed at once because max_connections was reached (or echod was stopping).");
 	per_worker_by(b, m, "echod_connections_denied_total",
 		      "Connections closed at once (RST) for their source, unserved, by reason "
-		      "(list: the allow/deny lists).", "reason", deny_names, CDENY__COUNT,
+		      "(list: the allow/deny lists; per_source_connections, per_source_rate, "
+		      "table_full: the per-source limits).", "reason", deny_names, CDENY__COUNT,
 		      offsetof(struct worker_counters, denied));
 	PW(b, m, "echod_connections_closed_total", "counter", closed, "Client connections closed.");
 	PW(b, m, "echod_connection_errors_total", "counter", conn_errors,
@@ -290,6 +294,16 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 		      "op", op_names, WOP__COUNT, offsetof(struct worker_counters, op_errors));
 	pthread_mutex_unlock(&m->lock);
 
+	family(b, "echod_per_source_table_size", "gauge",
+	       "Entries of the per-source table (per_source.table_size).");
+	mbuf_printf(b, "echod_per_source_table_size %u\n", persource_size(m->persource));
+	family(b, "echod_per_source_table_entries", "gauge",
+	       "Entries of the per-source table in use (sources remembered).");
+	mbuf_printf(b, "echod_per_source_table_entries %u\n", persource_used(m->persource));
+	family(b, "echod_per_source_evictions_total", "counter",
+	       "Per-source entries without open connections reused for another source.");
+	mbuf_printf(b, "echod_per_source_evictions_total %llu\n",
+		    (unsigned long long)persource_evictions(m->persource));
 	family(b, "echod_reloads_total", "counter", "Configuration reloads applied.");
 	mbuf_printf(b, "echod_reloads_total %llu\n", (unsigned long long)atomic_load(&m->reloads));
 	family(b, "echod_reload_failures_total", "counter",

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct persource;
 struct worker_counters;
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -27,6 +28,7 @@ struct metrics_state {
 	struct worker_counters *base;         /* nworkers entries: what replaced workers
 						 counted, added so counters never go back */
 	const char *backend;                  /* active backend's name */
+	const struct persource *persource;    /* the per-source table (set once at start) */
 
 	_Atomic uint32_t max_connections;
 	_Atomic uint64_t reloads;             /* successful reloads */

@@ -153,6 +153,38 @@ static void update_all_conns(struct worker *w)
 	}
 }
 
+/* A connection taken over uncounted (from the fd store, or untracked
+ * before): counted by its source, whatever the limits say -- the one it
+ * came with, else its peer's address. */
+static void import_count(struct worker *w, struct conn_export *e)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	uint16_t port;
+
+	if (!w->shared->persource)
+		return;
+	if (!e->src_known) {
+		if (getpeername(e->fd, (struct sockaddr *)&ss, &sslen) < 0) {
+			log_errno(LOG_DEBUG, errno, "worker %u: getpeername fd %d", w->id, e->fd);
+			return;
+		}
+		if (!policy_source((struct sockaddr *)&ss, sslen, e->src, &port))
+			return;
+	}
+	e->src_slot = persource_conn_adopt(w->shared->persource, e->src, w->cc.now_ms);
+}
+
+void worker_export_drop(struct echod_shared *shared, struct conn_export *e)
+{
+	close(e->fd);
+	free(e->data);
+	e->data = NULL;
+	atomic_fetch_sub_explicit(&shared->nconns, 1, memory_order_relaxed);
+	persource_conn_close(shared->persource, e->src_slot);
+	e->src_slot = PERSOURCE_NONE;
+}
+
 void worker_control(struct worker *w)
 {
 	struct worker_params p;
@@ -190,11 +222,11 @@ void worker_control(struct worker *w)
 		if (!c) {
 			log_error("worker %u: no slot for a handed-over connection, closing fd %d",
 				  w->id, imports[k].fd);
-			close(imports[k].fd);
-			free(imports[k].data);
-			atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+			worker_export_drop(w->shared, &imports[k]);
 			continue;
 		}
+		if (imports[k].src_slot == PERSOURCE_NONE)
+			import_count(w, &imports[k]);
 		conn_import(&w->cc, c, &imports[k]);
 		w->ops->adopt_conn(w, c);
 	}
@@ -290,10 +322,8 @@ void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n)
 			w->ctl_imports = m;
 			w->ctl_n_imports += n;
 		} else {
-			for (unsigned k = 0; k < n; k++) {
-				close(e[k].fd);
-				free(e[k].data);
-			}
+			for (unsigned k = 0; k < n; k++)
+				worker_export_drop(w->shared, &e[k]);
 			log_errno(LOG_ERR, ENOMEM, "worker %u: hand-over of %u connection(s)", w->id, n);
 		}
 		free(e);
@@ -345,10 +375,8 @@ int worker_setup(struct worker *w)
 
 void worker_teardown(struct worker *w)
 {
-	for (unsigned k = 0; k < w->ctl_n_imports; k++) {
-		close(w->ctl_imports[k].fd);
-		free(w->ctl_imports[k].data);
-	}
+	for (unsigned k = 0; k < w->ctl_n_imports; k++)
+		worker_export_drop(w->shared, &w->ctl_imports[k]);
 	free(w->ctl_imports);
 	w->ctl_imports = NULL;
 	w->ctl_n_imports = 0;
@@ -422,6 +450,7 @@ static void *worker_main(void *arg)
 	w->state = WORKER_RUNNING;
 	w->accept_resume_ms = 0;
 	dgram_init(&w->dc, w->cc.ctr, w->id);
+	w->dc.persource = w->shared->persource;
 	for (unsigned i = 0; i < w->n_udp && i < DGRAM_MAX_SOCKETS; i++)
 		dgram_attach_socket(&w->dc, i, w->udp_fds[i]);
 	w->udp_reading = !w->udp_hold;

@@ -37,10 +37,13 @@ struct worker_params {
 				       (w->params, or w->ctl_params while posted) */
 };
 
-/* State shared by all workers: the exact max_connections count. */
+/* State shared by all workers: the exact max_connections count, and the
+ * per-source table (set before any worker starts, for the process's life;
+ * NULL: none). */
 struct echod_shared {
 	_Atomic uint32_t nconns __attribute__((aligned(CACHELINE)));
 	_Atomic uint32_t max_connections;
+	struct persource *persource;
 };
 
 enum worker_state { WORKER_RUNNING, WORKER_DRAINING, WORKER_HANDOVER, WORKER_DONE };
@@ -149,6 +152,10 @@ void worker_post_stop(struct worker *w);
 void worker_post_handover(struct worker *w, unsigned flush_ms);
 /* Hand n connections to the worker (it takes the array). */
 void worker_post_imports(struct worker *w, struct conn_export *e, unsigned n);
+/* Close a connection handed over and not taken (its fd, its bytes), and
+ * give back what it held: its place in the max_connections count and its
+ * per-source count (e->src_slot). */
+void worker_export_drop(struct echod_shared *shared, struct conn_export *e);
 /* Join the thread; returns its exit status. */
 int worker_join(struct worker *w);
 void worker_teardown(struct worker *w);
@@ -163,12 +170,14 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 void worker_clock(struct worker *w);
 
 /* A connection was accepted on fd: returns its slot, or NULL when its
- * source is denied (closed with RST), max_connections is reached or the
- * worker drains (fd is then closed and counted).  Sets TCP_NODELAY.
- * This is where a TCP source is judged. */
+ * source is denied (the allow/deny lists, then the per-source limits:
+ * closed with RST), max_connections is reached or the worker drains (fd
+ * is then closed and counted).  Sets TCP_NODELAY.  Counts it in the
+ * per-source table (c->src_slot).  This is where a TCP source is judged. */
 struct conn *worker_conn_new(struct worker *w, int fd);
 /* Close bookkeeping: releases the queue's buffers, unlinks, bumps gen,
- * frees the slot.  The backend closed (or will close) c->fd itself. */
+ * frees the slot, gives back the connection's max_connections and
+ * per-source counts.  The backend closed (or will close) c->fd itself. */
 void worker_conn_free(struct worker *w, struct conn *c);
 
 /* Slot lookup by index and generation (stale -> NULL). */

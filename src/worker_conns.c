@@ -1,8 +1,8 @@
 /* worker_conns.c - a worker's connection slots and the services around
  * them: the slot table (generations, free list), the idle list and the
  * intrusive lists over slots, the accept policy (the source's judgement:
- * the allow/deny lists; max_connections, the fd reserve, pausing on
- * EMFILE & co) and the timers (idle timeouts, the
+ * the allow/deny lists and the per-source limits; max_connections, the fd
+ * reserve, pausing on EMFILE & co) and the timers (idle timeouts, the
  * accept pause, the drain deadline).  See worker.h. */
 #include "worker.h"
 
@@ -111,39 +111,80 @@ static void reject(struct worker *w, int fd, const char *why)
 	ctr_add(&w->cc.ctr->rejected, 1);
 }
 
+static const char *const deny_why[CDENY__COUNT] = {
+	[CDENY_LIST] = "allow/deny", [CDENY_PER_SOURCE_CONNECTIONS] = "per_source_connections",
+	[CDENY_PER_SOURCE_RATE] = "per_source_rate", [CDENY_TABLE_FULL] = "table_full",
+};
+
+/* A denial's log line: the lists' and a full table's at most once a minute
+ * per source and event loop (srclog); a per-source limit's at most once a
+ * minute per source (the table remembers), naming the limit as inetd does. */
+static void log_denial(struct worker *w, const uint8_t a[16], uint16_t port, enum conn_deny why,
+		       const struct persource_refusal *r)
+{
+	char shown[48], more[80] = "", limit[80] = "";
+	bool by_entry = why == CDENY_PER_SOURCE_CONNECTIONS || why == CDENY_PER_SOURCE_RATE;
+
+	if (by_entry ? !r->log : !srclog_may(&w->deny_log, a, w->cc.now_ms))
+		return;
+	policy_source_text(a, shown, sizeof(shown));
+	if (!by_entry)
+		srclog_take_suppressed(&w->deny_log, "denial(s)", more, sizeof(more));
+	else if (r->unlogged)
+		snprintf(more, sizeof(more), "; %u refusal(s) of this source not logged", r->unlogged);
+	if (why == CDENY_PER_SOURCE_CONNECTIONS)
+		snprintf(limit, sizeof(limit), ": exceeded connections (limit %u)", r->limit);
+	else if (why == CDENY_PER_SOURCE_RATE)
+		snprintf(limit, sizeof(limit), ": exceeded connections/s (limit %u/s, burst %u)",
+			 r->limit, r->burst);
+	else if (why == CDENY_TABLE_FULL)
+		snprintf(limit, sizeof(limit), ": the per-source table's %u entries all hold "
+			 "connections", r->limit);
+	log_warning("worker %u: TCP connection from %s port %u denied (%s)%s%s",
+		    w->id, shown, port, deny_why[why], limit, more);
+}
+
 /* The one place a TCP source is judged, before a byte is read: whether
- * the allow/deny lists let it in (per-source limits slot in here).  A
- * source denied is closed with RST (SO_LINGER 0: no TIME_WAIT on echod's
- * side), counted by reason and logged at most once a minute per source. */
-static bool source_denied(struct worker *w, int fd)
+ * the allow/deny lists let it in, then the per-source limits (which count
+ * it: *slot).  A source denied is closed with RST (SO_LINGER 0: no
+ * TIME_WAIT on echod's side), counted by reason and logged. */
+static bool source_denied(struct worker *w, int fd, uint32_t *slot)
 {
 	const struct policy *p = w->params.policy;
+	struct persource *ps = w->shared->persource;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-	char shown[48], more[80];
+	struct persource_refusal r = { 0 };
+	enum conn_deny why;
 	uint8_t a[16];
 	uint16_t port;
 
-	if (!p)
-		return false;           /* no lists: no syscall either */
+	*slot = PERSOURCE_NONE;
+	if (!p && !ps)
+		return false;           /* nothing to judge by: no syscall either */
 	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) < 0) {
 		/* ENOTCONN: reset before it was accepted; the echo logic sees it */
 		log_errno(LOG_DEBUG, errno, "worker %u: getpeername fd %d", w->id, fd);
 		return false;
 	}
-	if (!policy_source((struct sockaddr *)&ss, sslen, a, &port) || policy_allows(p, a))
+	if (!policy_source((struct sockaddr *)&ss, sslen, a, &port))
 		return false;
+	if (!policy_allows(p, a)) {
+		why = CDENY_LIST;
+	} else {
+		switch (persource_conn_open(ps, a, w->cc.now_ms, slot, &r)) {
+		case PS_PASS:        return false;
+		case PS_CONNECTIONS: why = CDENY_PER_SOURCE_CONNECTIONS; break;
+		case PS_RATE:        why = CDENY_PER_SOURCE_RATE; break;
+		default:             why = CDENY_TABLE_FULL; break;
+		}
+	}
 	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
 		log_errno(LOG_DEBUG, errno, "worker %u: setsockopt SO_LINGER fd %d", w->id, fd);
 	close(fd);
-	ctr_add(&w->cc.ctr->denied[CDENY_LIST], 1);
-	if (srclog_may(&w->deny_log, a, w->cc.now_ms)) {
-		policy_source_text(a, shown, sizeof(shown));
-		srclog_take_suppressed(&w->deny_log, "denial(s)", more, sizeof(more));
-		log_warning("worker %u: TCP connection from %s port %u denied (allow/deny)%s",
-			    w->id, shown, port, more);
-	}
+	ctr_add(&w->cc.ctr->denied[why], 1);
+	log_denial(w, a, port, why, &r);
 	return true;
 }
 
@@ -180,7 +221,7 @@ struct conn *worker_slot_alloc(struct worker *w, int fd)
 struct conn *worker_conn_new(struct worker *w, int fd)
 {
 	struct conn *c;
-	uint32_t n;
+	uint32_t n, slot;
 	int one = 1;
 
 	/* a backend that accepts asynchronously (io_uring) may still
@@ -190,21 +231,24 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 		reject(w, fd, "stopping");
 		return NULL;
 	}
-	if (source_denied(w, fd))
+	if (source_denied(w, fd, &slot))
 		return NULL;
 	/* exact across workers: reserve a place, give it back if over */
 	n = atomic_fetch_add_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 	if (n >= atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+		persource_conn_close(w->shared->persource, slot);
 		reject(w, fd, "max_connections");
 		return NULL;
 	}
 	c = worker_slot_alloc(w, fd);
 	if (!c) {
 		atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
+		persource_conn_close(w->shared->persource, slot);
 		reject(w, fd, "connection table full");
 		return NULL;
 	}
+	c->src_slot = slot;
 	if (w->state == WORKER_HANDOVER)
 		c->flags |= CONN_FREEZE;
 	ctr_add(&w->cc.ctr->accepted, 1);
@@ -230,6 +274,7 @@ void worker_slot_release(struct worker *w, struct conn *c)
 
 void worker_conn_free(struct worker *w, struct conn *c)
 {
+	persource_conn_close(w->shared->persource, c->src_slot);
 	worker_slot_release(w, c);
 	atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 	ctr_add(&w->cc.ctr->closed, 1);

@@ -160,11 +160,8 @@ unsigned wset_handover(struct wset *s, unsigned flush_ms, struct conn_export **o
 			} else {
 				log_errno(LOG_ERR, ENOMEM, "hand-over: closing %u connection(s)",
 					  w->n_exports);
-				for (unsigned k = 0; k < w->n_exports; k++) {
-					close(w->exports[k].fd);
-					free(w->exports[k].data);
-				}
-				atomic_fetch_sub(&w->shared->nconns, w->n_exports);
+				for (unsigned k = 0; k < w->n_exports; k++)
+					worker_export_drop(w->shared, &w->exports[k]);
 			}
 		}
 		free(w->exports);
@@ -202,11 +199,8 @@ void wset_import(struct wset *s, struct conn_export *e, unsigned n)
 
 		if (!part) {
 			log_errno(LOG_ERR, ENOMEM, "hand-over: closing %u connection(s)", k);
-			for (unsigned j = 0; j < k; j++) {
-				close(e[off + j].fd);
-				free(e[off + j].data);
-			}
-			atomic_fetch_sub(&s->w[i].shared->nconns, k);
+			for (unsigned j = 0; j < k; j++)
+				worker_export_drop(s->w[i].shared, &e[off + j]);
 		} else {
 			memcpy(part, e + off, k * sizeof(*part));
 			worker_post_imports(&s->w[i], part, k);

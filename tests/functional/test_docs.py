@@ -54,7 +54,7 @@ for be in backends():
 # The settings, as the daemon's own table exports them: `echod -T` of an
 # empty file prints every setting, its default, range and reload class.
 FACTS = re.compile(r"^\s*# default: (.+); range: (.+); reload: (live|restart)$")
-ASSIGN = re.compile(r"^(\s*)([a-z_]+) = (.+);$")
+ASSIGN = re.compile(r"^(\s*)([a-z_0-9]+) = (.+);$")
 
 
 def settings_of(text):
@@ -106,7 +106,7 @@ def same_names(what, names):
 # README.md's "Configuration summary" table
 summary = readme[readme.index("## Configuration summary"):]
 summary = summary[:summary.index("\n## ", 1)]
-rows = re.findall(r"^\| `([a-z_.]+)` \| (.+?) \| (.+?) \| (.+?) \|$", summary, re.M)
+rows = re.findall(r"^\| `([a-z_0-9.]+)` \| (.+?) \| (.+?) \| (.+?) \|$", summary, re.M)
 same_names("README.md settings table", [r[0] for r in rows])
 for name, default, rng, reload in rows:
     t = table.get(name)
@@ -135,7 +135,7 @@ paras, cur = {}, None
 names_in_man = []
 for i, line in enumerate(sect):
     if line == ".TP" and i + 1 < len(sect):
-        m = re.match(r"^\.B ([a-z_.]+)$", sect[i + 1])
+        m = re.match(r"^\.B ([a-z_0-9.]+)$", sect[i + 1])
         cur = m.group(1) if m else None
         if cur:
             names_in_man.append(cur)

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from echodtest import ECHOD, ECHOD_SRCDIR, Tap  # noqa: E402
 
 FACTS = re.compile(r"^\s*# default: (.+); range: (.+); reload: (live|restart)$")
-VALUE = re.compile(r"^\s*([a-z_]+) = (.+);$")
+VALUE = re.compile(r"^\s*([a-z_0-9]+) = (.+);$")
 
 
 def run(*args):
@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 23 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 30 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 
@@ -115,7 +115,10 @@ every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];
          "deny = \"::1\";\n"
          "metrics = {\n  enabled = false;\n  address = \"::1\";\n  port = 9200;\n};\n"
          "udp = {\n  enabled = true;\n  port = 7007;\n  listen = \"::1\";\n  gro = false;\n"
-         "  loop_ports = [];\n  receive_buffer = 0;\n};\n")
+         "  loop_ports = [];\n  receive_buffer = 0;\n};\n"
+         "per_source = {\n  max_connections = 5;\n  connection_rate = 20;\n"
+         "  connection_burst = 3;\n  datagram_rate = 1000;\n  datagram_burst = 100;\n"
+         "  ipv6_prefix = 56;\n  table_size = 1024;\n};\n")
 dump = round_trip(tap, "a file setting every setting", write(os.path.join(tmp, "every.conf"), every),
                   tmp)
 got = values(dump)

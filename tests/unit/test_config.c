@@ -1060,7 +1060,8 @@ static void test_table(void)
 
 		if (!st->changed || (st->changed & (st->changed - 1)) || !st->description[0] ||
 		    strchr(st->description, ';') || (dot && strchr(dot + 1, '.')) ||
-		    (st->type == &schema_uint && (st->def < st->min || st->def > st->max))) {
+		    (st->type == &schema_uint &&
+		     (st->def < (st->zero_ok ? 0 : st->min) || st->def > st->max))) {
 			tap_diag("  setting %s is malformed", st->name);
 			ok = false;
 		}
@@ -1074,11 +1075,12 @@ static void test_table(void)
 		}
 		*(st->live ? &live : &restart) |= st->changed;
 	}
-	tap_ok(ok && schema_n_settings == 23, "the table: %zu well-formed settings",
+	tap_ok(ok && schema_n_settings == 30, "the table: %zu well-formed settings",
 	       schema_n_settings);
 	tap_ok(!(live & restart), "the table: each change bit is all live or all restart");
-	tap_ok(config_restart_mask() == CONFIG_CHANGED_LISTEN,
-	       "config_restart_mask: the listeners (got %#x)", config_restart_mask());
+	tap_ok(config_restart_mask() == (CONFIG_CHANGED_LISTEN | CONFIG_CHANGED_PER_SOURCE_TABLE),
+	       "config_restart_mask: the listeners and per_source.table_size (got %#x)",
+	       config_restart_mask());
 	{
 		static struct echod_config a, b;   /* ~570 KB each: not on the stack */
 

@@ -3,8 +3,9 @@
  * loop ports, live changes), the per-source log limiter (once a minute per
  * source, a bounded table, no allocation), the control data built and
  * parsed (also through real loopback sockets: a UDP_SEGMENT send arrives as
- * one UDP_GRO receive; an overflowed socket reports SO_RXQ_OVFL), and the
- * counting. */
+ * one UDP_GRO receive; an overflowed socket reports SO_RXQ_OVFL), the
+ * per-source datagram rate (rate_limited, logged once naming the limit),
+ * and the counting. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
@@ -236,6 +237,46 @@ static void test_log_limit(void)
 	       heap, heap_in_use());
 }
 
+/* ---- the per-source datagram rate ---- */
+
+static void test_rate(void)
+{
+	struct persource_limits lim = { 0, 0, 1, 100, 4, 64 };
+	struct persource *t = NULL;
+	char buf[4096];
+	int pass = 0, lines;
+	size_t heap;
+
+	ctx_make();
+	if (persource_create(&t, 16) < 0)
+		abort();
+	dc.persource = t;
+	tap_ok(check("192.0.2.7", 5000) == 0, "rate off: not metered, echoed");
+	persource_set_limits(t, &lim);
+	heap = heap_in_use();
+	capture_start();
+	for (int i = 0; i < 10; i++)
+		pass += check("192.0.2.7", 5000) == 0;
+	dc.now_ms += 20;                                /* 2 datagrams at 100/s */
+	for (int i = 0; i < 10; i++)
+		pass += check("192.0.2.7", 5000) == 0;
+	lines = capture_end("refused (rate_limited)", buf, sizeof(buf));
+	tap_ok(pass == 4 + 2 && ctr.udp_drops[DDROP_RATE_LIMITED] == 14,
+	       "datagram_rate 100/s burst 4: 4 at once, 2 more 20 ms later, 14 dropped as "
+	       "rate_limited (%d echoed)", pass);
+	tap_ok(lines == 1 && strstr(buf, "192.0.2.7 port 5000 refused (rate_limited): exceeded "
+				    "100 datagrams/s (burst 4)"),
+	       "logged once, naming the limit (%d line(s))", lines);
+	tap_diag("%.*s", (int)strcspn(buf, "\n"), buf);
+	tap_ok(check("192.0.2.8", 5000) == 0 && check("127.0.0.1", 7) == DDROP_LOOP_PORT + 1 &&
+	       ctr.udp_drops[DDROP_RATE_LIMITED] == 14,
+	       "another source has its own bucket; a loop port is dropped before any bucket");
+	tap_ok(heap_in_use() == heap, "no allocation by metered checks (%zu -> %zu)", heap,
+	       heap_in_use());
+	dc.persource = NULL;
+	persource_destroy(t);
+}
+
 /* ---- control data ---- */
 
 static void test_cmsg(void)
@@ -426,6 +467,7 @@ int main(void)
 	log_set_prefix(0);
 	test_sources();
 	test_log_limit();
+	test_rate();
 	test_cmsg();
 	test_sockets();
 	test_counting();
