@@ -30,6 +30,8 @@
 #define CONFIG_MAX_CORES       64      /* entries in "core" */
 #define CONFIG_MAX_LOOP_PORTS  32      /* entries in "udp.loop_ports" */
 #define CONFIG_MAX_PREFIXES    16384   /* entries in "allow", in "deny" */
+#define CONFIG_MAX_TRUSTED     256     /* entries in "proxy_protocol.trusted" */
+#define CONFIG_PROXY_TIMEOUT_MAX 60    /* seconds */
 #define CONFIG_ADDR_MAX        64      /* an address string, with NUL */
 #define CONFIG_PATH_MAX        4096
 #define CONFIG_MAX_ERRORS      32      /* errors kept per load */
@@ -114,6 +116,13 @@ struct echod_config {
 		uint32_t ipv6_prefix;           /* "per_source.ipv6_prefix": 1..128, default 64 */
 		uint32_t table_size;            /* "per_source.table_size": entries, restart only */
 	} per_source;
+	struct {
+		bool enabled;                   /* "proxy_protocol.enabled": TCP clients open
+						   with a PROXY header, default false */
+		uint32_t timeout;               /* "proxy_protocol.timeout": seconds, default 3 */
+		unsigned n_trusted;             /* "proxy_protocol.trusted": who may send one */
+		struct config_prefix trusted[CONFIG_MAX_TRUSTED];
+	} proxy_protocol;
 	/* last: large (the struct is on the heap wherever it is copied) */
 	unsigned n_allow;                   /* "allow": prefixes, default [] (everyone) */
 	struct config_prefix allow[CONFIG_MAX_PREFIXES];
@@ -157,11 +166,12 @@ const char *config_log_level_name(int level);
 						  udp.enabled, udp.port, udp.listen */
 #define CONFIG_CHANGED_BUFFERS      (1u << 2)  /* buffer_count, buffer_size */
 #define CONFIG_CHANGED_CORES        (1u << 3)
-#define CONFIG_CHANGED_LIMITS       (1u << 4)  /* max_connections, idle/shutdown timeouts, max_pending */
+#define CONFIG_CHANGED_LIMITS       (1u << 4)  /* max_connections, idle/shutdown timeouts, max_pending,
+						  proxy_protocol.enabled and .timeout */
 #define CONFIG_CHANGED_LOG_LEVEL    (1u << 5)
 #define CONFIG_CHANGED_METRICS      (1u << 6)
 #define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.loop_ports, udp.receive_buffer */
-#define CONFIG_CHANGED_POLICY       (1u << 8)  /* allow, deny */
+#define CONFIG_CHANGED_POLICY       (1u << 8)  /* allow, deny, proxy_protocol.trusted */
 #define CONFIG_CHANGED_PER_SOURCE   (1u << 9)  /* per_source.*, but table_size */
 #define CONFIG_CHANGED_PER_SOURCE_TABLE (1u << 10)  /* per_source.table_size */
 unsigned config_diff(const struct echod_config *a, const struct echod_config *b);

@@ -158,6 +158,17 @@ const struct schema_setting schema_settings[] = {
 	  .min = CONFIG_PER_SOURCE_TABLE_MIN, .max = CONFIG_PER_SOURCE_TABLE_MAX, .unit = "entries",
 	  .def = 65536, .live = false, .changed = CONFIG_CHANGED_PER_SOURCE_TABLE,
 	  .description = "Sources the per-source table holds, about 76 bytes each" },
+	{ .name = "proxy_protocol.enabled", .type = &schema_bool, FIELD(proxy_protocol.enabled),
+	  .def = false, .live = true, .changed = CONFIG_CHANGED_LIMITS,
+	  .description = "Every TCP client must open with a PROXY protocol header (v1 or v2), from a trusted address" },
+	{ .name = "proxy_protocol.trusted", .type = &schema_prefix_list,
+	  FIELD(proxy_protocol.trusted), COUNT(proxy_protocol.n_trusted),
+	  .max_count = CONFIG_MAX_TRUSTED, .live = true, .changed = CONFIG_CHANGED_POLICY,
+	  .description = "The proxies (load balancers) that may send a PROXY header, any other peer is reset" },
+	{ .name = "proxy_protocol.timeout", .type = &schema_uint, FIELD(proxy_protocol.timeout),
+	  .min = 1, .max = CONFIG_PROXY_TIMEOUT_MAX, .unit = "seconds", .def = 3, .live = true,
+	  .changed = CONFIG_CHANGED_LIMITS,
+	  .description = "A connection whose whole PROXY header has not come this long after accept is reset" },
 };
 const size_t schema_n_settings = sizeof(schema_settings) / sizeof(schema_settings[0]);
 
@@ -165,6 +176,7 @@ const struct schema_group schema_groups[] = {
 	{ "metrics", "Prometheus metrics over HTTP at http://ADDRESS:PORT/metrics" },
 	{ "udp", "The UDP echo service (RFC 862), datagram for datagram" },
 	{ "per_source", "Limits per source address, exact across event loops" },
+	{ "proxy_protocol", "The PROXY protocol (haproxy's v1 and v2) from trusted load balancers" },
 };
 const size_t schema_n_groups = sizeof(schema_groups) / sizeof(schema_groups[0]);
 

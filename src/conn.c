@@ -310,8 +310,13 @@ int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e
 	e->len = c->pending;
 	e->data = NULL;
 	e->src_slot = c->src_slot;
-	e->src_known = false;
-	memset(e->src, 0, sizeof(e->src));
+	/* a PROXY header's source travels along (the peer address is the
+	 * proxy's); any other is the peer's, read again by who counts it */
+	e->src_known = (c->flags & CONN_PROXIED) != 0;
+	if (e->src_known)
+		memcpy(e->src, c->src, sizeof(e->src));
+	else
+		memset(e->src, 0, sizeof(e->src));
 	if (!c->pending)
 		return 0;
 	e->data = malloc(c->pending);
@@ -336,6 +341,10 @@ void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e)
 	(void)cc;
 	c->flags |= e->flags & CONN_EXPORTED_FLAGS;
 	c->src_slot = e->src_slot;
+	if (e->src_known) {
+		c->flags |= CONN_PROXIED;
+		memcpy(c->src, e->src, sizeof(c->src));
+	}
 	if (e->len) {
 		c->carry = e->data;
 		c->carry_off = 0;

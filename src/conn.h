@@ -62,6 +62,7 @@ struct ilist {
 #define CONN_NOBUF      (1u << 8)  /* found no free buffer (counted once), and has
 				      been given none since */
 #define CONN_PROXY_WAIT (1u << 9)  /* its PROXY header is not whole yet: echo nothing */
+#define CONN_PROXIED    (1u << 10) /* src holds the source its PROXY header named */
 /* the state a connection keeps when handed to another worker or process */
 #define CONN_EXPORTED_FLAGS (CONN_EOF | CONN_WR_SHUT | CONN_DRAIN | CONN_PROXY_WAIT)
 
@@ -95,6 +96,8 @@ struct conn {
 	struct ilink hdr;      /* CONN_PROXY_WAIT: the worker's list of connections
 				  awaiting their header, oldest first */
 	uint64_t hdr_since;    /* CONN_PROXY_WAIT: when the wait began, ms */
+	uint8_t src[16];       /* CONN_PROXIED: the client's address (IPv4 as
+				  ::ffff:a.b.c.d), which the peer's is not */
 	uint32_t src_slot;     /* its source's entry in the per-source table, counted
 				  until the connection closes (PERSOURCE_NONE: untracked) */
 };

@@ -397,7 +397,7 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 	changed = config_diff(&ctl->cfg, next);
 	/* the lists compiled first: nothing has changed if that fails */
 	if ((changed & CONFIG_CHANGED_POLICY) &&
-	    (err = policy_build(&policy, next->allow, next->n_allow, next->deny, next->n_deny))) {
+	    (err = policy_build_config(&policy, next))) {
 		log_errno(LOG_ERR, err, "reload: allow/deny: %u + %u prefixes", next->n_allow,
 			  next->n_deny);
 		reload_failed(ctl, "allow/deny could not be compiled; configuration");
@@ -656,7 +656,7 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 		log_error("no echo listener: nothing to serve");
 		goto out;
 	}
-	err = policy_build(&ctl->policy, cfg->allow, cfg->n_allow, cfg->deny, cfg->n_deny);
+	err = policy_build_config(&ctl->policy, cfg);
 	if (err) {
 		log_errno(LOG_ERR, err, "allow/deny: %u + %u prefixes", cfg->n_allow, cfg->n_deny);
 		goto out;

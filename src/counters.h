@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "proxy.h"
+
 #define CACHELINE 64
 
 enum worker_op { WOP_ACCEPT, WOP_RECV, WOP_SEND, WOP_SHUTDOWN, WOP_CLOSE, WOP_CANCEL, WOP__COUNT };
@@ -47,6 +49,10 @@ struct worker_counters {
 	_Atomic uint64_t udp_drops[DDROP__COUNT];  /* UDP: datagrams not echoed, by reason */
 	_Atomic uint64_t udp_gro_receives;   /* UDP: receives that coalesced several datagrams */
 	_Atomic uint64_t udp_kernel_drops;   /* UDP: the kernel's receive-queue drops (SO_RXQ_OVFL) */
+	_Atomic uint64_t proxy_headers;      /* PROXY headers accepted (then the source judged) */
+	/* connections refused over their PROXY header, by reason - 1
+	 * (enum proxy_reason: proxy_reason_name() is the label) */
+	_Atomic uint64_t proxy_refused[PROXY_REASON_COUNT - 1];
 	_Atomic uint64_t current;            /* connections open now (a gauge: last) */
 } __attribute__((aligned(CACHELINE)));
 

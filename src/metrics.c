@@ -232,6 +232,10 @@ static void process_metrics(struct mbuf *b, const char *proc, double fallback_st
 
 int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 {
+	const char *proxy_names[PROXY_REASON_COUNT - 1];
+
+	for (int k = 0; k < PROXY_REASON_COUNT - 1; k++)
+		proxy_names[k] = proxy_reason_name(k + 1);
 	atomic_fetch_add_explicit(&m->scrapes, 1, memory_order_relaxed);
 	family(b, "echod_build_info", "gauge", "Version of echod; the value is always 1.");
 	mbuf_printf(b, "echod_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
@@ -287,6 +291,13 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	   "UDP receives that coalesced several datagrams (UDP_GRO), echoed in one send.");
 	PW(b, m, "echod_udp_kernel_drops_total", "counter", udp_kernel_drops,
 	   "UDP datagrams the kernel dropped for lack of receive-buffer room (SO_RXQ_OVFL).");
+	PW(b, m, "echod_proxy_headers_total", "counter", proxy_headers,
+	   "PROXY protocol headers received whole and valid from a trusted proxy.");
+	per_worker_by(b, m, "echod_proxy_refused_total",
+		      "Connections reset over their PROXY protocol header, by reason (untrusted: "
+		      "not from proxy_protocol.trusted; timeout: not whole in time; partial: EOF "
+		      "first; the others: the header is invalid).", "reason", proxy_names,
+		      PROXY_REASON_COUNT - 1, offsetof(struct worker_counters, proxy_refused));
 	per_worker_by(b, m, "echod_accept_errors_total", "accept() failures, by errno.",
 		      "errno", aerr_names, AERR__COUNT, offsetof(struct worker_counters, accept_errors));
 	per_worker_by(b, m, "echod_io_errors_total",

@@ -35,6 +35,8 @@ struct policy {
 	_Atomic unsigned refs;
 	bool has_allow;             /* no match: denied if there is an allow list */
 	struct family v4, v6;
+	struct policy *trusted;     /* proxy_protocol.trusted as an allow list, or NULL;
+				       owned (no reference of its own) */
 };
 
 static const uint8_t mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
@@ -305,6 +307,40 @@ int policy_build(struct policy **out, const struct config_prefix *allow, unsigne
 	return 0;
 }
 
+int policy_build_config(struct policy **out, const struct echod_config *cfg)
+{
+	struct policy *p, *t;
+	int err;
+
+	*out = NULL;
+	err = policy_build(&t, cfg->proxy_protocol.trusted, cfg->proxy_protocol.n_trusted,
+			   NULL, 0);
+	if (err)
+		return err;
+	err = policy_build(&p, cfg->allow, cfg->n_allow, cfg->deny, cfg->n_deny);
+	if (!err && !p && t) {
+		/* no allow/deny lists but proxies: everyone may use echod */
+		p = calloc(1, sizeof(*p));
+		if (p)
+			atomic_init(&p->refs, 1);
+		else
+			err = -ENOMEM;
+	}
+	if (err) {
+		policy_unref(t);
+		return err;
+	}
+	if (p)
+		p->trusted = t;
+	*out = p;
+	return 0;
+}
+
+bool policy_trusted(const struct policy *p, const uint8_t a[16])
+{
+	return p && p->trusted && policy_allows(p->trusted, a);
+}
+
 void policy_ref(struct policy *p)
 {
 	if (p)
@@ -315,8 +351,10 @@ void policy_unref(struct policy *p)
 {
 	/* acq_rel: every use of p by the thread dropping a reference happens
 	 * before the free */
-	if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+	if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+		policy_unref(p->trusted);
 		free(p);
+	}
 }
 
 /* ---- lookup ---- */

@@ -47,6 +47,16 @@ void policy_prefix_format(const struct config_prefix *p, char *buf, size_t size)
 int policy_build(struct policy **out, const struct config_prefix *allow, unsigned n_allow,
 		 const struct config_prefix *deny, unsigned n_deny);
 
+/* The lists of cfg compiled: allow and deny (as policy_build()), and the
+ * proxies trusted to send a PROXY header (proxy_protocol.trusted), in one
+ * structure and one reference.  0 with *out NULL when all three are
+ * empty, 0 with *out holding one reference, or -ENOMEM. */
+int policy_build_config(struct policy **out, const struct echod_config *cfg);
+
+/* Whether peer a is one of p's trusted proxies (false when p is NULL or
+ * it has no trusted list). */
+bool policy_trusted(const struct policy *p, const uint8_t a[16]);
+
 /* Take one more reference (p may be NULL). */
 void policy_ref(struct policy *p);
 /* Drop one; the last frees p (p may be NULL).  Any thread. */

@@ -22,6 +22,7 @@ static const char *const reason_names[PROXY_REASON_COUNT] = {
 	[PROXY_ERR_BAD_CHECKSUM] = "bad_checksum",
 	[PROXY_ERR_PARTIAL] = "partial",
 	[PROXY_ERR_TIMEOUT] = "timeout",
+	[PROXY_ERR_UNTRUSTED] = "untrusted",
 };
 
 const char *proxy_reason_name(int reason)

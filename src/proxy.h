@@ -86,6 +86,7 @@ enum proxy_reason {
 	PROXY_ERR_BAD_CHECKSUM,      /* v2 CRC32C TLV does not match */
 	PROXY_ERR_PARTIAL,           /* the caller's: EOF before the header ended */
 	PROXY_ERR_TIMEOUT,           /* the caller's: no header within the timeout */
+	PROXY_ERR_UNTRUSTED,         /* the caller's: the peer is not a trusted proxy */
 	PROXY_REASON_COUNT           /* not a reason: the table's size */
 };
 

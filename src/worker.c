@@ -31,6 +31,8 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 	p->idle_timeout_ms = cfg->idle_timeout * 1000u;
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
 	p->udp_gro = cfg->udp.gro;
+	p->proxy_enabled = cfg->proxy_protocol.enabled;
+	p->proxy_timeout_ms = cfg->proxy_protocol.timeout * 1000u;
 	p->n_loop_ports = cfg->udp.n_loop_ports;
 	memcpy(p->loop_ports, cfg->udp.loop_ports, sizeof(p->loop_ports));
 }
@@ -225,9 +227,13 @@ void worker_control(struct worker *w)
 			worker_export_drop(w->shared, &imports[k]);
 			continue;
 		}
-		if (imports[k].src_slot == PERSOURCE_NONE)
+		/* one awaiting its PROXY header is counted once the header names
+		 * its source */
+		if (imports[k].src_slot == PERSOURCE_NONE && !(imports[k].flags & CONN_PROXY_WAIT))
 			import_count(w, &imports[k]);
 		conn_import(&w->cc, c, &imports[k]);
+		if (c->flags & CONN_PROXY_WAIT)
+			worker_proxy_wait(w, c);         /* a fresh timeout */
 		w->ops->adopt_conn(w, c);
 	}
 	free(imports);

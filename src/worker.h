@@ -32,7 +32,10 @@ struct worker_params {
 	bool udp_gro;               /* udp.gro (into dc.gro) */
 	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
-	struct policy *policy;      /* allow/deny, NULL: everyone; a counted reference,
+	bool proxy_enabled;         /* proxy_protocol.enabled */
+	uint32_t proxy_timeout_ms;  /* proxy_protocol.timeout */
+	struct policy *policy;      /* allow/deny and the trusted proxies, NULL: everyone
+				       and no proxy; a counted reference,
 				       held by the worker that stores these params
 				       (w->params, or w->ctl_params while posted) */
 };
@@ -81,6 +84,7 @@ struct worker {
 	uint32_t conn_free;                 /* free list head (via lru.next) */
 	uint32_t nconns;
 	struct ilist lru;                   /* open connections, least recently active first */
+	struct ilist hdr_wait;              /* those awaiting a PROXY header, oldest first */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
 	int fd_ceiling;                     /* a client fd at or above this is refused */
 	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */

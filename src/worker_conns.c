@@ -144,47 +144,61 @@ static void log_denial(struct worker *w, const uint8_t a[16], uint16_t port, enu
 		    w->id, shown, port, deny_why[why], limit, more);
 }
 
-/* The one place a TCP source is judged, before a byte is read: whether
+/* The one place a TCP source is judged, before a byte is echoed: whether
  * the allow/deny lists let it in, then the per-source limits (which count
- * it: *slot).  A source denied is closed with RST (SO_LINGER 0: no
- * TIME_WAIT on echod's side), counted by reason and logged. */
-static bool source_denied(struct worker *w, int fd, uint32_t *slot)
+ * it: *slot).  Counted by reason and logged when refused. */
+bool worker_source_refused(struct worker *w, const uint8_t a[16], uint16_t port,
+			   uint32_t *slot)
 {
-	const struct policy *p = w->params.policy;
-	struct persource *ps = w->shared->persource;
-	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	struct persource_refusal r = { 0 };
 	enum conn_deny why;
-	uint8_t a[16];
-	uint16_t port;
 
 	*slot = PERSOURCE_NONE;
-	if (!p && !ps)
-		return false;           /* nothing to judge by: no syscall either */
-	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) < 0) {
-		/* ENOTCONN: reset before it was accepted; the echo logic sees it */
-		log_errno(LOG_DEBUG, errno, "worker %u: getpeername fd %d", w->id, fd);
-		return false;
-	}
-	if (!policy_source((struct sockaddr *)&ss, sslen, a, &port))
-		return false;
-	if (!policy_allows(p, a)) {
+	if (!policy_allows(w->params.policy, a)) {
 		why = CDENY_LIST;
 	} else {
-		switch (persource_conn_open(ps, a, w->cc.now_ms, slot, &r)) {
+		switch (persource_conn_open(w->shared->persource, a, w->cc.now_ms, slot, &r)) {
 		case PS_PASS:        return false;
 		case PS_CONNECTIONS: why = CDENY_PER_SOURCE_CONNECTIONS; break;
 		case PS_RATE:        why = CDENY_PER_SOURCE_RATE; break;
 		default:             why = CDENY_TABLE_FULL; break;
 		}
 	}
+	ctr_add(&w->cc.ctr->denied[why], 1);
+	log_denial(w, a, port, why, &r);
+	return true;
+}
+
+void worker_reset_close(struct worker *w, int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
 	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
 		log_errno(LOG_DEBUG, errno, "worker %u: setsockopt SO_LINGER fd %d", w->id, fd);
 	close(fd);
-	ctr_add(&w->cc.ctr->denied[why], 1);
-	log_denial(w, a, port, why, &r);
+}
+
+/* A direct client, judged at accept by its peer address; a source denied
+ * is closed with RST. */
+static bool source_denied(struct worker *w, int fd, uint32_t *slot)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	uint8_t a[16];
+	uint16_t port;
+
+	*slot = PERSOURCE_NONE;
+	if (!w->params.policy && !w->shared->persource)
+		return false;           /* nothing to judge by: no syscall either */
+	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) < 0) {
+		/* ENOTCONN: reset before it was accepted; the echo logic sees it */
+		log_errno(LOG_DEBUG, errno, "worker %u: getpeername fd %d", w->id, fd);
+		return false;
+	}
+	if (!policy_source((struct sockaddr *)&ss, sslen, a, &port) ||
+	    !worker_source_refused(w, a, port, slot))
+		return false;
+	worker_reset_close(w, fd);
 	return true;
 }
 
@@ -209,6 +223,7 @@ struct conn *worker_slot_alloc(struct worker *w, int fd)
 	c->bstate = 0;
 	c->bdata = 0;
 	c->wait.prev = c->wait.next = ILIST_NONE;
+	c->hdr.prev = c->hdr.next = ILIST_NONE;
 	conn_start(&w->cc, c);
 	ilist_push_tail(w, &w->lru, c, LRU);
 	if (w->state == WORKER_DRAINING)
@@ -231,8 +246,15 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 		reject(w, fd, "stopping");
 		return NULL;
 	}
-	if (source_denied(w, fd, &slot))
+	if (w->params.proxy_enabled) {
+		/* only a trusted proxy; the source is judged once its header
+		 * names it */
+		if (worker_proxy_untrusted(w, fd))
+			return NULL;
+		slot = PERSOURCE_NONE;
+	} else if (source_denied(w, fd, &slot)) {
 		return NULL;
+	}
 	/* exact across workers: reserve a place, give it back if over */
 	n = atomic_fetch_add_explicit(&w->shared->nconns, 1, memory_order_relaxed);
 	if (n >= atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
@@ -249,6 +271,8 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 		return NULL;
 	}
 	c->src_slot = slot;
+	if (w->params.proxy_enabled)
+		worker_proxy_wait(w, c);
 	if (w->state == WORKER_HANDOVER)
 		c->flags |= CONN_FREEZE;
 	ctr_add(&w->cc.ctr->accepted, 1);
@@ -260,6 +284,7 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 
 void worker_slot_release(struct worker *w, struct conn *c)
 {
+	worker_proxy_forget(w, c);
 	conn_drop(&w->cc, c);
 	ilist_remove(w, &w->lru, c, LRU);
 	c->flags = 0;
@@ -363,7 +388,9 @@ int worker_conns_alloc(struct worker *w)
 	w->conn_free = CONN_IDX_NONE;
 	w->nconns = 0;
 	ilist_init(&w->lru);
+	ilist_init(&w->hdr_wait);
 	w->cc.touch = conn_touched;
+	w->cc.proxy_done = worker_proxy_done;
 	fd_ceiling_init(w);
 	return 0;
 }
@@ -397,6 +424,8 @@ int worker_timeout_ms(struct worker *w)
 		return 5;      /* short: the hand-over checks its connections */
 	if (w->params.idle_timeout_ms && w->nconns)
 		at = idle_next_expiry(w);
+	if (worker_proxy_next_expiry(w) < at)
+		at = worker_proxy_next_expiry(w);
 	if (!w->accepting && w->state == WORKER_RUNNING && w->accept_resume_ms < at)
 		at = w->accept_resume_ms;
 	if (w->state == WORKER_DRAINING) {
@@ -424,6 +453,7 @@ static void fail_and_update(struct worker *w, struct conn *c)
 
 void worker_tick(struct worker *w)
 {
+	worker_proxy_tick(w);
 	if (w->params.idle_timeout_ms) {
 		uint32_t i = w->lru.head;
 
