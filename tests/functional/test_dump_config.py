@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 30 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 33 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 
@@ -118,7 +118,9 @@ every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];
          "  loop_ports = [];\n  receive_buffer = 0;\n};\n"
          "per_source = {\n  max_connections = 5;\n  connection_rate = 20;\n"
          "  connection_burst = 3;\n  datagram_rate = 1000;\n  datagram_burst = 100;\n"
-         "  ipv6_prefix = 56;\n  table_size = 1024;\n};\n")
+         "  ipv6_prefix = 56;\n  table_size = 1024;\n};\n"
+         "proxy_protocol = {\n  enabled = true;\n  trusted = [\"10.1.2.3\"];\n"
+         "  timeout = 10;\n};\n")
 dump = round_trip(tap, "a file setting every setting", write(os.path.join(tmp, "every.conf"), every),
                   tmp)
 got = values(dump)
