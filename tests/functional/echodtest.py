@@ -22,6 +22,7 @@ the script exits, times out (Tap's alarm) or is interrupted, so no daemon
 or client outlives its test.
 """
 
+import array
 import ctypes
 import os
 import re
@@ -31,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -636,3 +638,48 @@ def wait_fds(daemon, baseline, timeout=5):
         return last[0] <= baseline
     poll_until(back, timeout)
     return last[0]
+
+
+class Notify:
+    """A NOTIFY_SOCKET playing systemd's part: collects messages and the
+    fds they carry (the fd store: store = [(FDNAME, fd)])."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="echodtest.notify.")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.msgs, self.store = [], []     # store: [(name, fd)]
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16 * 4))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            fds = array.array("i")
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+            text = data.decode(errors="replace")
+            self.msgs.append(text)
+            if "FDSTORE=1" in text:
+                name = re.search(r"FDNAME=(\S+)", text).group(1)
+                for fd in fds:
+                    self.store.append((name, fd))
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+        for _, fd in self.store:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -7,63 +7,15 @@ a new echod started with those fds in LISTEN_FDS resumes them, asks for
 their removal (FDSTOREREMOVE=1), and the clients, connected all along,
 get every byte back.  Without a service manager, --fd-store drains as
 usual."""
-import array
 import os
 import re
 import signal
-import socket
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from echodtest import (MiB, Daemon, Tap, backends, client_bg, client_ok,  # noqa: E402
-                       client_wait, free_port)
-
-
-class Notify:
-    """A NOTIFY_SOCKET: collects messages and the fds they carry."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="echodtest.notify.")
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.msgs, self.store = [], []     # store: [(name, fd)]
-        self.stop = False
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16 * 4))
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            fds = array.array("i")
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-            text = data.decode(errors="replace")
-            self.msgs.append(text)
-            if "FDSTORE=1" in text:
-                name = re.search(r"FDNAME=(\S+)", text).group(1)
-                for fd in fds:
-                    self.store.append((name, fd))
-
-    def close(self):
-        self.stop = True
-        self.t.join(2)
-        self.sock.close()
-        for _, fd in self.store:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+from echodtest import (MiB, Daemon, Notify, Tap, backends, client_bg,  # noqa: E402
+                       client_ok, client_wait, free_port)
 
 
 tap = Tap(timeout=90 * len(backends()))

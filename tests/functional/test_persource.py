@@ -22,19 +22,15 @@ clients bound to distinct 127.x.y.z sources:
 - a restart through the fd store re-counts every connection it resumes by
   its source, over the limit or not, and a source written in the fd's name
   (conn.ID.FLAGS.SRC) counts instead of the peer address."""
-import array
 import os
-import re
 import signal
 import socket
 import struct
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from echodtest import Daemon, Tap, backends, free_port, poll_until, wait_fds  # noqa: E402
+from echodtest import Daemon, Notify, Tap, backends, free_port, poll_until, wait_fds  # noqa: E402
 from metricsutil import scrape, value  # noqa: E402
 
 TABLE = 1024
@@ -379,47 +375,6 @@ def test_reload(be, d, mport):
     d.settings["backend"] = be
     reload(d, max_connections=8)
     wait_current(mport, 0)
-
-
-class Notify:
-    """A NOTIFY_SOCKET collecting stored fds (as in test_fdstore.py)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="echodtest.notify.")
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.store, self.stop = [], False
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16 * 4))
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            fds = array.array("i")
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-            text = data.decode(errors="replace")
-            if "FDSTORE=1" in text:
-                name = re.search(r"FDNAME=(\S+)", text).group(1)
-                self.store += [(name, fd) for fd in fds]
-
-    def close(self):
-        self.stop = True
-        self.t.join(2)
-        self.sock.close()
-        for _, fd in self.store:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 def test_fdstore(be):
