@@ -51,8 +51,9 @@ Connect/echo/close (the accept path's cost; bench/README):
                          from 64 source addresses, 127.0.0.1-64, in turn)
   BENCH_CPS_CONNS        connections in flight (default 64)
   BENCH_CPS_VARIANTS     echod configurations measured against the plain one in
-                         the same rounds (default "deny10k": a deny list of
-                         10,000 prefixes, none matching the client)
+                         the same rounds (default "deny10k per_source": a deny
+                         list of 10,000 prefixes, none matching the client;
+                         every per-source limit on, none reached)
 
 Peers, run in the same rounds with the same client:
   BENCH_SERVERS          'name@udp=command;name@tcp=command;...': {PORT} in the
@@ -135,7 +136,7 @@ if CPS == "only":
 CPS_CONNS = int(env_float("BENCH_CPS_CONNS", 64))
 CPS_PAYLOAD = 64
 CPS_SOURCES = 64                # client source addresses: ephemeral ports to spare
-CPS_VARIANTS = env_list("BENCH_CPS_VARIANTS", ["deny10k"])
+CPS_VARIANTS = env_list("BENCH_CPS_VARIANTS", ["deny10k", "per_source"])
 
 
 def variant_conf(variant, directory):
@@ -158,7 +159,13 @@ def variant_conf(variant, directory):
                 f'  "{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{n}"'
                 for a, n in sorted(seen)) + "\n];\n")
         return f'@include "{path}"\n'
-    raise ValueError(f"BENCH_CPS_VARIANTS: unknown variant '{variant}' (known: deny10k)")
+    if variant == "per_source":
+        # every per-source limit on, none reached: the table's lock and
+        # bucket arithmetic on every accept and close
+        return ("per_source = { max_connections = 100000; connection_rate = 1000000; "
+                "connection_burst = 1000000; };\n")
+    raise ValueError(f"BENCH_CPS_VARIANTS: unknown variant '{variant}' "
+                     "(known: deny10k, per_source)")
 
 
 def parse_peers(text):
