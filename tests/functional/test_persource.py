@@ -242,11 +242,14 @@ def test_dgram_rate(be, d, mport, up):
            f"{kdrops:.0f})")
 
 
-def udp_storm(up, first, n, mport, check_every=10000):
-    """One datagram from each of n sources 127.(1 + (first + i) / 65536).x.y;
+def udp_storm(up, first, n, mport, check_every=10000, spread=False):
+    """One datagram from each of n sources 127.(1 + (first + i) / 65536).x.y
+    (spread: from each CPU in turn, so that both event loops get half);
     the highest occupancy seen."""
     high = 0
     for i in range(first, first + n):
+        if spread and len(CPUS) > 1:
+            os.sched_setaffinity(0, {CPUS[i % 2]})
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", 0))
         s.sendto(b"s", ("127.0.0.1", up))
@@ -255,24 +258,37 @@ def udp_storm(up, first, n, mport, check_every=10000):
             time.sleep(0.005)      # let echod keep up: no kernel drop
         if i % check_every == 0:
             high = max(high, metric(mport, "echod_per_source_table_entries"))
+    if spread:
+        os.sched_setaffinity(0, CPUS)
     return high
 
 
 def tcp_storm(port, second, n):
     """One connection, one echo, then a reset (no TIME_WAIT) from each of n
-    sources 127.SECOND.x.y."""
-    for i in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind((f"127.{second}.{i >> 8}.{i & 255}", 0))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.settimeout(5)
-        try:
-            s.connect(("127.0.0.1", port))
-            s.sendall(b"t")        # served (so counted) before it is reset
-            s.recv(1)
-        except OSError:
-            pass
-        s.close()
+    sources 127.SECOND.x.y, from each CPU in turn (a loopback connection
+    reaches the event loop of the CPU it came from: each loop gets half,
+    whatever CPU the scheduler would have kept this process on)."""
+    try:
+        for i in range(n):
+            if len(CPUS) > 1:
+                os.sched_setaffinity(0, {CPUS[i % 2]})
+            tcp_one(port, f"127.{second}.{i >> 8}.{i & 255}")
+    finally:
+        os.sched_setaffinity(0, CPUS)
+
+
+def tcp_one(port, src):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((src, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.settimeout(5)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"t")        # served (so counted) before it is reset
+        s.recv(1)
+    except OSError:
+        pass
+    s.close()
 
 
 def test_storm(be, d, mport, up):
@@ -281,7 +297,7 @@ def test_storm(be, d, mport, up):
     held = open_n(holder, d.port, 4)
     # fill the table, and cycle io_uring's buffer rings once (UDP and TCP:
     # their buffers are touched as first used), then measure from here
-    udp_storm(up, 0, 20000, mport)
+    udp_storm(up, 0, 20000, mport, spread=True)
     tcp_storm(d.port, 4, 10000)            # 4096 buffers a loop: 5,000 a loop touch all
     poll_until(lambda: metric(mport, "echod_udp_received_datagrams_total") >= 20000, 5)
     wait_current(mport, 4, 10)
