@@ -110,6 +110,11 @@ struct echod_config {
 		bool enabled;                   /* "metrics.enabled": default true */
 		struct config_addr address;     /* "metrics.address": default "127.0.0.1" */
 		uint16_t port;                  /* "metrics.port": default 9100 */
+		/* TLS and basic auth (config_tls.c): live, the files read at every load */
+		struct config_pem tls_certificate;  /* "metrics.tls_certificate": default "" */
+		struct config_pem tls_key;          /* "metrics.tls_key": default "" */
+		unsigned n_basic_auth;              /* "metrics.basic_auth": default [] */
+		struct config_cred basic_auth[CONFIG_MAX_BASIC_AUTH];
 	} metrics;
 	struct {
 		bool enabled;                   /* "udp.enabled": bind UDP sockets, default false */

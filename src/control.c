@@ -206,7 +206,7 @@ static int metrics_open(struct control *ctl, const struct echod_config *cfg,
 			return err;
 		fd = own->fd;
 	}
-	err = http_start(http, fd, &ctl->metrics);
+	err = http_start(http, fd, &ctl->metrics, cfg);
 	if (err) {
 		if (own->fd >= 0)
 			close(own->fd);
@@ -214,12 +214,12 @@ static int metrics_open(struct control *ctl, const struct echod_config *cfg,
 		return err;
 	}
 	if (own->fd >= 0) {
-		log_info("metrics: serving http://%s/metrics", own->name);
+		log_info("metrics: serving %s://%s/metrics", http_scheme(*http), own->name);
 	} else {
 		char name[64];
 
 		listen_sockname(fd, name, sizeof(name));
-		log_info("metrics: serving http://%s/metrics (socket-activated)", name);
+		log_info("metrics: serving %s://%s/metrics (socket-activated)", http_scheme(*http), name);
 	}
 	return 0;
 }
@@ -241,10 +241,10 @@ static int metrics_reopen(struct control *ctl, const struct echod_config *next)
 	struct http *http = NULL;
 	int err;
 
-	if (cur->metrics.enabled && next->metrics.enabled &&
+	if (ctl->sets[0].metrics_fd >= 0 || (cur->metrics.enabled && next->metrics.enabled &&
 	    !memcmp(&cur->metrics.address.sa, &next->metrics.address.sa,
-		    sizeof(next->metrics.address.sa)))
-		return 0;      /* same socket */
+		    sizeof(next->metrics.address.sa))))
+		return http_update(&ctl->http, next);      /* same socket: TLS, basic auth */
 	err = metrics_open(ctl, next, &http, &own);
 	if (err == -EADDRINUSE && ctl->metrics_own.fd >= 0) {
 		/* overlaps the old address: the old one must go first */
@@ -416,8 +416,7 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 			return;
 		}
 	}
-	if ((changed & CONFIG_CHANGED_METRICS) && ctl->sets[0].metrics_fd < 0 &&
-	    metrics_reopen(ctl, next) < 0) {
+	if ((changed & CONFIG_CHANGED_METRICS) && metrics_reopen(ctl, next) < 0) {
 		log_error("reload: the metrics endpoint stays as it was");
 		next->metrics = ctl->cfg.metrics;
 		atomic_store(&ctl->metrics.last_reload_ok, 0);
@@ -447,8 +446,11 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 	}
 	/* the listeners stay as running, so the next diff names them again */
 	config_keep_restart(next, &ctl->cfg);
-	if (ctl->sets[0].metrics_fd >= 0)
-		next->metrics = ctl->cfg.metrics;
+	if (ctl->sets[0].metrics_fd >= 0) {     /* the socket stays; TLS and auth applied */
+		next->metrics.enabled = ctl->cfg.metrics.enabled;
+		next->metrics.address = ctl->cfg.metrics.address;
+		next->metrics.port = ctl->cfg.metrics.port;
+	}
 	ctl->cfg = *next;
 	ctl->reloads++;
 	atomic_fetch_add(&ctl->metrics.reloads, 1);
