@@ -36,6 +36,10 @@
 #define CONFIG_PATH_MAX        4096
 #define CONFIG_MAX_ERRORS      32      /* errors kept per load */
 #define CONFIG_ERROR_MAX       512     /* one error message, with NUL */
+#define CONFIG_PEM_MAX         65536   /* a PEM file read by "metrics.tls_*", bytes */
+#define CONFIG_MAX_BASIC_AUTH  64      /* entries in "metrics.basic_auth" */
+#define CONFIG_USER_MAX        64      /* a basic auth user name, with NUL */
+#define CONFIG_BCRYPT_LEN      60      /* a bcrypt hash: "$2y$NN$" + 53 characters */
 
 /* Hard ranges: the values the settings table (config_schema.c) uses,
  * shared with the tests. */
@@ -68,6 +72,21 @@ struct config_addr {
 	socklen_t salen;
 };
 
+/* A PEM file of "metrics.tls_certificate" or "metrics.tls_key": its path
+ * as written ("" = none) and its content, read when the file is loaded
+ * (every load and reload reads it again), NUL-terminated. */
+struct config_pem {
+	char path[CONFIG_PATH_MAX];
+	uint32_t len;                       /* bytes of data, without the NUL */
+	char data[CONFIG_PEM_MAX + 1];
+};
+
+/* An entry of "metrics.basic_auth": "USER:BCRYPT-HASH" (metrics_auth.h). */
+struct config_cred {
+	char user[CONFIG_USER_MAX];
+	char hash[CONFIG_BCRYPT_LEN + 1];
+};
+
 /* A prefix of "allow" or "deny": 17 bytes, so that both lists at their
  * largest stay under 600 KB.  An IPv4 prefix a.b.c.d/N is stored as
  * ::ffff:a.b.c.d/(96 + N); host bits are zero. */
@@ -96,6 +115,11 @@ struct echod_config {
 		bool enabled;                   /* "metrics.enabled": default true */
 		struct config_addr address;     /* "metrics.address": default "127.0.0.1" */
 		uint16_t port;                  /* "metrics.port": default 9100 */
+		/* TLS and basic auth (config_tls.c): live, the files read at every load */
+		struct config_pem tls_certificate;  /* "metrics.tls_certificate": default "" */
+		struct config_pem tls_key;          /* "metrics.tls_key": default "" */
+		unsigned n_basic_auth;              /* "metrics.basic_auth": default [] */
+		struct config_cred basic_auth[CONFIG_MAX_BASIC_AUTH];
 	} metrics;
 	struct {
 		bool enabled;                   /* "udp.enabled": bind UDP sockets, default false */

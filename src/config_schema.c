@@ -107,6 +107,16 @@ const struct schema_setting schema_settings[] = {
 	{ .name = "metrics.port", .type = &schema_uint, FIELD(metrics.port), .min = 1, .max = 65535,
 	  .def = 9100, .live = true, .changed = CONFIG_CHANGED_METRICS,
 	  .description = "TCP port of the metrics endpoint (9100 is also node_exporter's)" },
+	{ .name = "metrics.tls_certificate", .type = &schema_pem_file,
+	  FIELD(metrics.tls_certificate), .live = true, .changed = CONFIG_CHANGED_METRICS,
+	  .description = "Serve HTTPS with this PEM certificate (chain), read again at every reload" },
+	{ .name = "metrics.tls_key", .type = &schema_pem_file, FIELD(metrics.tls_key),
+	  .live = true, .changed = CONFIG_CHANGED_METRICS,
+	  .description = "The PEM private key of metrics.tls_certificate, unencrypted" },
+	{ .name = "metrics.basic_auth", .type = &schema_basic_auth, FIELD(metrics.basic_auth),
+	  COUNT(metrics.n_basic_auth), .max_count = CONFIG_MAX_BASIC_AUTH,
+	  .live = true, .changed = CONFIG_CHANGED_METRICS,
+	  .description = "Users allowed to scrape, as htpasswd -nBC 10 USER prints ([]: anyone)" },
 	{ .name = "udp.enabled", .type = &schema_bool, FIELD(udp.enabled), .def = false,
 	  .live = false, .changed = CONFIG_CHANGED_LISTEN,
 	  .description = "Bind the UDP echo sockets (a socket-activated datagram socket is served anyway)" },
@@ -246,6 +256,7 @@ static void validate_group(struct scan *sc, const config_setting_t *group,
 void schema_validate(struct scan *sc, const config_setting_t *root, struct echod_config *cfg)
 {
 	validate_group(sc, root, "", cfg);
+	schema_check_tls(sc, root, cfg);
 	set_ports(cfg);
 }
 

@@ -80,6 +80,9 @@ extern const struct schema_type schema_core_list;   /* int[max_count], count; .c
 extern const struct schema_type schema_port_list;   /* uint16_t[max_count], count */
 /* (config_prefix.c) */
 extern const struct schema_type schema_prefix_list; /* config_prefix[max_count], count */
+/* (config_tls.c) */
+extern const struct schema_type schema_pem_file;    /* struct config_pem: path, file read */
+extern const struct schema_type schema_basic_auth;  /* config_cred[max_count], count */
 
 /* A list setting's count of entries (at most st->max_count), and setting it. */
 unsigned schema_count_of(const struct schema_setting *st, const struct echod_config *cfg);
@@ -104,5 +107,11 @@ extern const size_t schema_n_groups;
  * cfg (which holds the defaults), every error reported through sc. */
 void schema_validate(struct scan *sc, const config_setting_t *root,
 		     struct echod_config *cfg);
+
+/* After the walk: the metrics TLS settings together (both files or
+ * neither, TLS in libmicrohttpd, the key matching the certificate);
+ * config_tls.c. */
+void schema_check_tls(struct scan *sc, const config_setting_t *root,
+		      struct echod_config *cfg);
 
 #endif

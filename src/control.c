@@ -16,10 +16,10 @@
 
 #include "backend.h"
 #include "handoff.h"
-#include "http.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_endpoint.h"
 #include "persource.h"
 #include "policy.h"
 #include "worker.h"
@@ -41,8 +41,7 @@ struct control {
 	bool fd_store;                     /* hand connections to systemd at stop */
 	struct metrics_state metrics;      /* read by the HTTP thread */
 	struct worker_counters *base;      /* counted by replaced workers (metrics) */
-	struct http *http;
-	struct listener metrics_own;       /* metrics socket bound here, fd -1 if none */
+	struct metrics_endpoint mep;       /* /metrics over HTTP(S) */
 };
 
 static uint64_t monotonic_usec(void)
@@ -182,87 +181,6 @@ static void describe_listeners(struct control *ctl, char *buf, size_t len)
 			break;
 		off += (size_t)n;
 	}
-}
-
-/* ---- metrics endpoint ---- */
-
-/* Serve /metrics per cfg: on the inherited metrics socket, or on one
- * bound here (returned in *own). */
-static int metrics_open(struct control *ctl, const struct echod_config *cfg,
-			struct http **http, struct listener *own)
-{
-	int fd = ctl->sets[0].metrics_fd, err;
-
-	own->fd = -1;
-	*http = NULL;
-	if (!cfg->metrics.enabled)
-		return 0;
-	if (fd < 0) {
-		err = listen_bind_addr(&cfg->metrics.address, 128, own);
-		if (err)
-			return err;
-		fd = own->fd;
-	}
-	err = http_start(http, fd, &ctl->metrics);
-	if (err) {
-		if (own->fd >= 0)
-			close(own->fd);
-		own->fd = -1;
-		return err;
-	}
-	if (own->fd >= 0) {
-		log_info("metrics: serving http://%s/metrics", own->name);
-	} else {
-		char name[64];
-
-		listen_sockname(fd, name, sizeof(name));
-		log_info("metrics: serving http://%s/metrics (socket-activated)", name);
-	}
-	return 0;
-}
-
-static void metrics_close(struct http *http, struct listener *own)
-{
-	http_stop(http);
-	if (own->fd >= 0)
-		close(own->fd);
-	own->fd = -1;
-}
-
-/* Move the metrics endpoint to next's settings; on failure the old one
- * goes on as it was.  0 or -errno. */
-static int metrics_reopen(struct control *ctl, const struct echod_config *next)
-{
-	const struct echod_config *cur = &ctl->cfg;
-	struct listener own = { .fd = -1 };
-	struct http *http = NULL;
-	int err;
-
-	if (cur->metrics.enabled && next->metrics.enabled &&
-	    !memcmp(&cur->metrics.address.sa, &next->metrics.address.sa,
-		    sizeof(next->metrics.address.sa)))
-		return 0;      /* same socket */
-	err = metrics_open(ctl, next, &http, &own);
-	if (err == -EADDRINUSE && ctl->metrics_own.fd >= 0) {
-		/* overlaps the old address: the old one must go first */
-		struct listener old = ctl->metrics_own;
-
-		http_stop(ctl->http);
-		ctl->http = NULL;
-		close(old.fd);
-		ctl->metrics_own.fd = -1;
-		err = metrics_open(ctl, next, &http, &own);
-		if (err && metrics_open(ctl, cur, &ctl->http, &ctl->metrics_own) < 0)
-			log_error("metrics: the old endpoint could not be restored");
-		if (err)
-			return err;
-	} else if (err) {
-		return err;
-	}
-	metrics_close(ctl->http, &ctl->metrics_own);
-	ctl->http = http;
-	ctl->metrics_own = own;
-	return 0;
 }
 
 static void publish_workers(struct control *ctl)
@@ -414,8 +332,8 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 			return;
 		}
 	}
-	if ((changed & CONFIG_CHANGED_METRICS) && ctl->sets[0].metrics_fd < 0 &&
-	    metrics_reopen(ctl, next) < 0) {
+	if ((changed & CONFIG_CHANGED_METRICS) &&
+	    mep_reopen(&ctl->mep, ctl->sets[0].metrics_fd, &ctl->metrics, &ctl->cfg, next) < 0) {
 		log_error("reload: the metrics endpoint stays as it was");
 		next->metrics = ctl->cfg.metrics;
 		atomic_store(&ctl->metrics.last_reload_ok, 0);
@@ -446,8 +364,11 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 	}
 	/* the listeners stay as running, so the next diff names them again */
 	config_keep_restart(next, &ctl->cfg);
-	if (ctl->sets[0].metrics_fd >= 0)
-		next->metrics = ctl->cfg.metrics;
+	if (ctl->sets[0].metrics_fd >= 0) {     /* the socket stays; TLS and auth applied */
+		next->metrics.enabled = ctl->cfg.metrics.enabled;
+		next->metrics.address = ctl->cfg.metrics.address;
+		next->metrics.port = ctl->cfg.metrics.port;
+	}
 	ctl->cfg = *next;
 	ctl->reloads++;
 	atomic_fetch_add(&ctl->metrics.reloads, 1);
@@ -620,7 +541,7 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 	ctl->cfg = *cfg;
 	ctl->fd_store = fd_store;
 	ctl->sigfd = ctl->exit_fd = -1;
-	ctl->metrics_own.fd = -1;
+	ctl->mep.own.fd = -1;
 	if (metrics_state_init(&ctl->metrics) < 0) {
 		log_error("metrics: pthread_mutex_init failed");
 		free(ctl);
@@ -665,7 +586,7 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 		       &ctl->shared, ctl->exit_fd, ctl->policy) < 0)
 		goto out;
 	publish_workers(ctl);
-	if (metrics_open(ctl, &ctl->cfg, &ctl->http, &ctl->metrics_own) < 0) {
+	if (mep_open(&ctl->mep, ctl->sets[0].metrics_fd, &ctl->metrics, &ctl->cfg) < 0) {
 		wset_stop(&ctl->ws);
 		goto out;
 	}
@@ -683,7 +604,7 @@ int control_run(const struct echod_config *cfg, bool fd_store)
 	log_totals(ctl);
 	log_info("stopped");
 out:
-	metrics_close(ctl->http, &ctl->metrics_own);
+	mep_close(&ctl->mep);
 	close_listeners(ctl);
 	if (ctl->exit_fd >= 0)
 		close(ctl->exit_fd);

@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 33 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 36 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 
@@ -105,7 +105,29 @@ want = dict(defaults, **{"port": "8", "metrics.port": "9101"})
 tap.ok(got == want, "a file setting two values: those two, every other the default",
        diag=f"got {got}\nwant {want}")
 
-# every setting to a value other than its default
+# every setting to a value other than its default (the TLS files: a
+# throw-away self-signed pair, only loaded, never served)
+TLS_CERT = """-----BEGIN CERTIFICATE-----
+MIIBizCCATGgAwIBAgIUWuTb9eQ7bUzYv/6Rh21V/oZxquswCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPZWNob2QgZHVtcCB0ZXN0MCAXDTI2MTIwMTExMjMxNVoYDzIx
+MjYxMTA3MTEyMzE1WjAaMRgwFgYDVQQDDA9lY2hvZCBkdW1wIHRlc3QwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAATBqC344muynHZx6TStVCkZ8aHoILybtEzEb395
+8R22lgDxwylKeKe5ZPp4Kwb/52BQCDwLXDQ/50y1ojC868k4o1MwUTAdBgNVHQ4E
+FgQUV36Rj/8Cb86WfmwvSK7/L4UPCQowHwYDVR0jBBgwFoAUV36Rj/8Cb86Wfmwv
+SK7/L4UPCQowDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA9WSV
+oh0F+uurvbxCXOCpBUzHCX/3w1sKDp5UvKIvGAkCIAlFGxFEvbQOOx2kqL6Yu1+n
+bca96ApMK+iGXRg4zdik
+-----END CERTIFICATE-----
+"""
+TLS_KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgvLaHXJwf9U34Xq4v
+Xxsbevt7EU9vsMpDd4qzvYwkmXihRANCAATBqC344muynHZx6TStVCkZ8aHoILyb
+tEzEb3958R22lgDxwylKeKe5ZPp4Kwb/52BQCDwLXDQ/50y1ojC868k4
+-----END PRIVATE KEY-----
+"""
+tls_cert = write(os.path.join(tmp, "cert.pem"), TLS_CERT)
+tls_key = write(os.path.join(tmp, "key.pem"), TLS_KEY)
+BCRYPT = "$2y$10$abcdefghijklmnopqrstuuj7m4XYqbm74SxoBcXyw8to0CQ061DVG"
 cores = "[1, 0]" if (os.cpu_count() or 1) > 1 else "[0]"
 every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];\n"
          "backlog = 128;\nbuffer_count = 64;\nbuffer_size = 1024;\nmax_pending = 2048;\n"
@@ -113,7 +135,9 @@ every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];
          "log_level = \"debug\";\n"
          "allow = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"];\n"
          "deny = \"::1\";\n"
-         "metrics = {\n  enabled = false;\n  address = \"::1\";\n  port = 9200;\n};\n"
+         "metrics = {\n  enabled = false;\n  address = \"::1\";\n  port = 9200;\n"
+         f"  tls_certificate = \"{tls_cert}\";\n  tls_key = \"{tls_key}\";\n"
+         f"  basic_auth = [\"prometheus:{BCRYPT}\"];\n}};\n"
          "udp = {\n  enabled = true;\n  port = 7007;\n  listen = \"::1\";\n  gro = false;\n"
          "  loop_ports = [];\n  receive_buffer = 0;\n};\n"
          "per_source = {\n  max_connections = 5;\n  connection_rate = 20;\n"

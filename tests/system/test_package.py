@@ -50,7 +50,7 @@ wait_for = echodtest.poll_until
 BUILD_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_TIMEOUT", "900"))
 RUN_TIMEOUT = int(os.environ.get("ECHOD_SYSTEST_RUN_TIMEOUT", "240"))
 BUILD_DEPS = ["debhelper", "dpkg-dev", "pkg-config", "libconfig-dev", "libsystemd-dev",
-              "libmicrohttpd-dev", "liburing-dev"]
+              "libmicrohttpd-dev", "liburing-dev", "libgnutls28-dev", "libcrypt-dev"]
 DEBS_IN = "/srv/echod-debs"            # where the packages are copied in the container
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 # what an install, upgrade, remove and purge may leave behind: apt's and
