@@ -1,4 +1,4 @@
-/* echobench.c - echod benchmark client: request/response load, every byte
+/* echod-bench.c - the benchmark client (echod-bench(1)): request/response load, every byte
  * checked, latency histogram, server CPU per request.
  *
  * Grown from tests/echoclient.c (seeded payloads, every byte checked, one
@@ -1441,7 +1441,7 @@ int main(int argc, char **argv)
 	unsigned long i, n_connected = 0;
 	long tck = sysconf(_SC_CLK_TCK);
 
-	cl_set_prog(argv[0], "echobench");
+	cl_prog = "echod-bench";          /* one name in messages, however it is run */
 	parse_args(argc, argv);
 	cl_target_resolve(&opt.target, &dst, &dstlen);
 	if (opt.sources > 1 && (opt.udp || dst.ss_family != AF_INET ||
