@@ -577,7 +577,8 @@ static void conn_lost(struct conn *c, const char *what, int err)
 			fatal("every flow lost: %s refused the datagrams (ICMP port unreachable:"
 			      " nothing listens there?); first: %s", target_desc, first_error);
 		fatal("every %s lost: %s %s; first: %s", opt.udp ? "flow" : "connection",
-		      target_desc, err == ECONNRESET ? "reset them" : err ? "failed" :
+		      target_desc, err == ECONNRESET || err == EPIPE ? "reset them" :
+		      err ? "failed" :
 		      "closed them", first_error);
 	}
 }
