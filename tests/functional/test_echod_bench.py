@@ -232,7 +232,13 @@ tap.ok(rc == 1 and out == "" and "FAIL conn=0 request=3 offset=1000 " in err and
        "a server flipping the byte at offset 1000: exit 1, one line naming request 3, offset 1000",
        f"rc {rc}: {out} {err}")
 
-with Server(lambda n, c: reset(c) if n == 0 else echo(c)) as s:
+def reset_after_request(c):
+    """Reset c once its first request came (connected, then lost)."""
+    c.recv(65536)
+    reset(c)
+
+
+with Server(lambda n, c: reset_after_request(c) if n == 0 else echo(c)) as s:
     rc, out, err = bench("-p", str(s.port), "-c", "4", "-w", "0.1", "-d", "0.5", "--json")
 r = json.loads(out) if rc == 0 else {}
 tap.ok(rc == 0 and r.get("errors") == 1 and r.get("requests", 0) > 0 and
@@ -253,7 +259,7 @@ tap.ok(rc == 3 and out == "" and err.count("\n") == 1 and
        f"127.0.0.1 port {closed} refused the datagrams" in err,
        "a closed UDP port: exit 3, one line naming the server", f"rc {rc}: {out} {err}")
 
-with Server(lambda n, c: reset(c)) as s:
+with Server(lambda n, c: reset_after_request(c)) as s:
     rc, out, err = bench("-p", str(s.port), "-c", "4", "-w", "0.1", "-d", "0.5")
 tap.ok(rc == 3 and out == "" and err.count("\n") == 1 and
        f"every connection lost: 127.0.0.1 port {s.port} reset them" in err,
