@@ -7,7 +7,7 @@ plus the reference server (bench/refserver: blocking recv/send, one
 connection) at 1 connection for each payload.  A cell starts a fresh server
 pinned to the server CPU (echod: core = [N] and the whole process confined
 to that CPU; refserver: --cpu N), waits for its "ready" line, runs
-bench/echobench pinned to the client CPU twice - closed loop (saturation),
+bench/echod-bench pinned to the client CPU twice - closed loop (saturation),
 then open loop at a fixed rate (a fraction of the saturation req/s that cell
 measured in the same round) - and stops the server with SIGTERM, by PID.
 The table reports, per cell, the median of each figure over the rounds.
@@ -46,7 +46,7 @@ UDP (off by default; bench/README says what a UDP cell does):
 
 Connect/echo/close (the accept path's cost; bench/README):
   BENCH_CPS              "1" (default), "0" (none) or "only": cells where every
-                         request is a connection of its own (echobench
+                         request is a connection of its own (echod-bench
                          --reconnect: connect, 64 bytes there and back, close;
                          from 64 source addresses, 127.0.0.1-64, in turn)
   BENCH_CPS_CONNS        connections in flight (default 64)
@@ -101,7 +101,7 @@ def env_float(name, default):
 
 
 ECHOD = env_path("ECHOD", os.path.join(TOP, "src", "echod"))
-ECHOBENCH = env_path("ECHOBENCH", os.path.join(TOP, "bench", "echobench"))
+ECHOBENCH = env_path("ECHOBENCH", os.path.join(TOP, "bench", "echod-bench"))
 REFSERVER = env_path("REFSERVER", os.path.join(TOP, "bench", "refserver"))
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 ROUNDS = int(env_float("BENCH_ROUNDS", 1 if QUICK else 3))
@@ -398,15 +398,15 @@ def echobench(port, server_pid, conns, payload, rate=None, udp=None, reconnect=F
     except subprocess.TimeoutExpired:
         os.kill(p.pid, signal.SIGKILL)
         out, err = p.communicate()
-        return None, f"echobench timed out: {' '.join(argv)}"
+        return None, f"echod-bench timed out: {' '.join(argv)}"
     finally:
         _children.pop(p.pid, None)
     if p.returncode != 0:
-        return None, f"echobench exit {p.returncode}: {err.strip()} ({' '.join(argv)})"
+        return None, f"echod-bench exit {p.returncode}: {err.strip()} ({' '.join(argv)})"
     try:
         return json.loads(out), None
     except ValueError:
-        return None, f"echobench printed no JSON: {out!r} {err!r}"
+        return None, f"echod-bench printed no JSON: {out!r} {err!r}"
 
 
 def run_cell(cell):
@@ -860,7 +860,7 @@ def main():
         print_cps(cps, crat)
         print()
         print(f"connect/echo/close: every request ({CPS_PAYLOAD} bytes) on a connection of its "
-              f"own, {CPS_CONNS} in flight (echobench --reconnect); p50/p99 include the "
+              f"own, {CPS_CONNS} in flight (echod-bench --reconnect); p50/p99 include the "
               "connect.  Ratios: the variant over plain echod of the same backend, median of "
               "the per-round ratios (min-max).  See bench/README.")
     if rat:

@@ -1,5 +1,5 @@
 /* clientlib.h - what echod's client tools share: tests/echoclient (the
- * integrity client), bench/echobench (the benchmark client) and
+ * integrity client), bench/echod-bench (the benchmark client) and
  * bench/refserver (the benchmark's reference server).
  *
  * Command line: the program's name, usage errors (exit 2, "Try --help"),

@@ -7,7 +7,7 @@
  * so the reader checks what comes back against freshly generated blocks
  * (memcmp) and the writer regenerates whatever a short write left unsent.
  * The generator, the option parsers and the other helpers it shares with
- * bench/echobench are in client/clientlib.c.
+ * bench/echod-bench are in client/clientlib.c.
  *
  * Output: "ok conns=N bytes_sent=X bytes_received=Y elapsed_ms=Z" and exit
  * 0; "FAIL ..." and exit 1; usage errors exit 2.  With --no-read-ms a line

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""echobench --reconnect, the client of `make bench`'s connect/echo/close
+"""echod-bench --reconnect, the client of `make bench`'s connect/echo/close
 cells: every request is a connection of its own.  Against echod (each
 backend) with metrics on, the connections echod accepted over the run are
-at least the requests echobench completed (one per request, not a few
+at least the requests echod-bench completed (one per request, not a few
 reused), and no byte was wrong; against a server that corrupts one byte of
-the third connection's echo, echobench exits 1 naming the wrong byte (so a
+the third connection's echo, echod-bench exits 1 naming the wrong byte (so a
 cell that echoes wrongly cannot pass); and --reconnect with --rate or --udp
 is a usage error (exit 2)."""
 import json
@@ -20,7 +20,7 @@ from echodtest import (_child_setup, _register, _unregister, Daemon, Tap,  # noq
 from metricsutil import scrape, value  # noqa: E402
 
 ECHOBENCH = os.environ.get("ECHOBENCH") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "bench", "echobench")
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "bench", "echod-bench")
 
 tap = Tap(timeout=120)
 
@@ -79,7 +79,7 @@ for backend in backends():
                                       "address": "127.0.0.1"}) as d:
             before = accepted(mport)
             rc, out, err = echobench(d.port, pid=d.pid)
-            tap.ok(rc == 0, f"[{backend}] echobench --reconnect exits 0", err.strip())
+            tap.ok(rc == 0, f"[{backend}] echod-bench --reconnect exits 0", err.strip())
             r = json.loads(out) if rc == 0 else {}
             after = accepted(mport)
             done = r.get("requests", 0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The documentation says what the code does: both man pages render with
+"""The documentation says what the code does: the man pages render with
 no groff warning; every metric family the daemon serves (on each
 backend) is listed in echod(8) and in README.md; every setting of the
 setting of the daemon's own table (as `echod -T` exports it: name,
@@ -20,7 +20,7 @@ from metricsutil import request  # noqa: E402
 BUILDDIR = os.path.dirname(os.path.dirname(ECHOD))
 tap = Tap()
 pages = {}
-for name in ("echod.8", "echod.conf.5"):
+for name in ("echod.8", "echod.conf.5", "echod-bench.1"):
     path = os.path.join(BUILDDIR, "man", name)
     if not os.path.exists(path):
         tap.ok(False, f"man page {name} built", diag=f"missing {path}")

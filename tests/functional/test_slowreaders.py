@@ -3,7 +3,7 @@
 receive buffer that send freely (64 KiB a turn) but read 2 KiB a turn, a
 turn every 20 ms (so echod's send buffers to them fill and it stops
 reading them: backpressure), while
-bench/echobench runs 16 request/response connections (1 KiB) open loop at
+bench/echod-bench runs 16 request/response connections (1 KiB) open loop at
 2000 req/s.  The fast clients' p99 latency is measured without and then
 with the slow readers, in the same daemon.
 
@@ -12,7 +12,7 @@ The bound: p99 with slow readers <= 3 x baseline p99 + 5 ms, in one of up to
 reading a connection that holds max_pending unsent bytes, so a slow reader
 costs the loop nothing while it is paused; what remains is the slow readers'
 own traffic (50 x ~100 KB/s) and this script's 50 Python threads sharing the
-machine's 2 CPUs with echod and echobench, which moves p99 by a fraction of
+machine's 2 CPUs with echod and echod-bench, which moves p99 by a fraction of
 a millisecond to a few.  Head-of-line blocking (a fast client waiting
 behind a slow reader's sends, or a loop spinning on full sockets) would add
 tens of milliseconds and more, far past the bound.  Every byte the slow
@@ -33,7 +33,7 @@ from echodtest import (_child_setup, _register, _unregister, Daemon, Tap,  # noq
 import metricsutil  # noqa: E402
 
 ECHOBENCH = os.environ.get("ECHOBENCH") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "bench", "echobench")
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "bench", "echod-bench")
 WINDOW = float(os.environ.get("ECHOD_SLOW_S", "2"))
 SLOW = 50
 STREAM = 64 * 1024 * 1024         # the most a slow reader sends
@@ -52,7 +52,7 @@ def bench(port, pid):
     finally:
         _unregister(p)
     if p.returncode != 0:
-        raise RuntimeError(f"echobench exit {p.returncode}: {out} {err}")
+        raise RuntimeError(f"echod-bench exit {p.returncode}: {out} {err}")
     return json.loads(out)
 
 

@@ -185,17 +185,20 @@ class PackageTest:
         tap.ok(r.ok and st == "install ok installed|" + version,
                "install: apt-get install ./%s (dpkg: %s)" % (os.path.basename(deb), st),
                r.diag())
-        files = ["/usr/sbin/echod", "/etc/echod.conf", "/lib/systemd/system/echod.service",
+        files = ["/usr/sbin/echod", "/usr/bin/echod-bench", "/etc/echod.conf",
+                 "/lib/systemd/system/echod.service",
                  "/lib/systemd/system/echod.socket", "/lib/systemd/system/echod-metrics.socket",
                  "/usr/share/man/man8/echod.8.gz", "/usr/share/man/man5/echod.conf.5.gz",
+                 "/usr/share/man/man1/echod-bench.1.gz",
                  "/usr/share/doc/echod/README.md.gz", "/usr/share/doc/echod/changelog.gz",
                  "/usr/share/doc/echod/copyright",
                  "/usr/share/doc/echod/examples/echod-alerts.yml",
                  "/usr/share/doc/echod/examples/echod-alerts.test.yml",
                  "/usr/share/doc/echod/examples/echod-dashboard.json"]
         missing = [f for f in files if not os.path.exists(c.path(f))]
-        tap.ok(not missing, "install: /usr/sbin/echod, /etc/echod.conf, the units, the man "
-               "pages, README, changelog, alert rules and dashboard are installed", "missing: %s" % missing)
+        tap.ok(not missing, "install: /usr/sbin/echod, /usr/bin/echod-bench, /etc/echod.conf, the "
+               "units, the man pages, README, changelog, alert rules and dashboard are installed",
+               "missing: %s" % missing)
         conff = c.run(["dpkg-query", "-W", "-f=${Conffiles}", "echod"]).stdout
         tap.ok(re.search(r"^\s*/etc/echod\.conf [0-9a-f]{32}$", conff, re.M),
                "install: /etc/echod.conf is a conffile", conff)

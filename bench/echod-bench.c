@@ -1,4 +1,4 @@
-/* echobench.c - echod benchmark client: request/response load, every byte
+/* echod-bench.c - the benchmark client (echod-bench(1)): request/response load, every byte
  * checked, latency histogram, server CPU per request.
  *
  * Grown from tests/echoclient.c (seeded payloads, every byte checked, one
@@ -73,8 +73,12 @@
  * now go out together.
  *
  * Output: one line of key=value pairs (or one JSON object with --json) on
- * stdout; exit 0.  Exit 1: a wrong or extra byte, or a fatal error (every
- * connection lost, connect timeout); exit 2: usage.
+ * stdout; exit 0.  Exit 1: the server echoed wrongly (a wrong or extra byte,
+ * a wrong, unsent, duplicated or reordered datagram), named; exit 2: usage;
+ * exit 3: no measurement (the host not resolved, a connect refused or timed
+ * out, every connection lost, no request answered in the window, a local
+ * error).  The server: -H a literal or a name (getaddrinfo; over TCP the
+ * first of its addresses that accepts a connection), -p (default 7).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -83,9 +87,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <netinet/udp.h>
+#include <arpa/inet.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -302,6 +308,26 @@ static void fail(const char *fmt, ...)
 	exit(1);
 }
 
+/* No measurement (the server not reached or lost, a local error): one line
+ * "echod-bench: message" on stderr, exit 3. */
+#define EXIT_NO_RESULT 3
+static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "%s: ", cl_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(EXIT_NO_RESULT);
+}
+
+/* "HOST port P" or "NAME (ADDR) port P": the server, in messages. */
+static char target_desc[384];
+
 /* Table offset of request seq of a connection: any byte offset, so that a
  * stream shifted by a few bytes fails too. */
 static inline uint32_t req_offset(uint64_t key, uint64_t seq)
@@ -323,11 +349,13 @@ static uint32_t parse_payload(const char *s)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"Usage: %s -p PORT [OPTION]...\n"
-"Request/response load on an RFC 862 echo server; every byte checked.\n"
+"Usage: %s [-H HOST] [-p PORT] [OPTION]...\n"
+"Request/response load on an RFC 862 echo server (TCP or UDP): round-trip\n"
+"latency percentiles, throughput, loss; every byte checked.\n"
 "\n"
-"  -H, --host ADDR         server address, IPv4 or IPv6 literal (default 127.0.0.1)\n"
-"  -p, --port N            server port (required)\n"
+"  -H, --host HOST         server: an IPv4 or IPv6 address or a host name\n"
+"                          (default 127.0.0.1)\n"
+"  -p, --port N            server port (default 7)\n"
 "  -c, --conns N           connections (default 1)\n"
 "  -l, --payload N         request size in bytes, suffix k/m (default 64)\n"
 "  -d, --duration S        measured window in seconds (default 5)\n"
@@ -346,7 +374,8 @@ static void usage(FILE *f)
 "      --spin-us U         open loop: sleep until U microseconds before the next\n"
 "                          due time, then poll (epoll_wait with no timeout), as\n"
 "                          a timer wake-up comes late (default 50)\n"
-"      --connect-timeout S (default 10)\n"
+"      --connect-timeout S\n"
+"                          give up connecting after S seconds (default 10)\n"
 "      --json              one JSON object instead of key=value\n"
 "      --reconnect         TCP, closed loop: every request on a new connection\n"
 "                          (connect, send, receive, close); latency includes\n"
@@ -361,14 +390,18 @@ static void usage(FILE *f)
 "                          UDP_SEGMENT, receive with UDP_GRO (default: off)\n"
 "      --loss-timeout S    UDP: a datagram unanswered S seconds after it was sent\n"
 "                          is lost (default 0.2)\n"
+"  -V, --version           print the version and exit\n"
 "  -h, --help              this help\n"
 "\n"
-"Prints one line: mode conns payload req_s target_req_s requests p50_us\n"
-"p90_us p99_us p999_us max_us mean_us errors unfinished server_cpu_us_per_req\n"
-"server_cpu_util server_rss_kb [client_lag_p50_us client_lag_p99_us] client_cpu_us_per_req\n"
-"client_cpu_util (times in microseconds); with --udp also proto window gso (after\n"
-"payload) and sent lost loss_pct late (after unfinished): a request is a datagram.\n"
-"Exit 0; 1 on a wrong byte (offset printed) or a fatal error; 2 on usage.\n", cl_prog);
+"Prints one line: mode conns payload duration_s req_s target_req_s requests\n"
+"p50_us p90_us p99_us p999_us max_us mean_us errors unfinished\n"
+"server_cpu_us_per_req server_cpu_util server_rss_kb [client_lag_p50_us\n"
+"client_lag_p99_us] client_cpu_us_per_req client_cpu_util [first_error] (times in\n"
+"microseconds); with --udp also proto window gso (after payload) and sent lost\n"
+"loss_pct late (after unfinished): a request is a datagram.\n"
+"Exit 0; 1 when the server echoed wrongly (the offset printed); 2 on usage;\n"
+"3 when there is no measurement (server unreachable, connections lost, no echo).\n"
+"See echod-bench(1).\n", cl_prog);
 }
 
 enum { OPT_RATE = 256, OPT_CPU, OPT_SERVER_PID, OPT_JSON, OPT_SEED, OPT_DRAIN,
@@ -395,6 +428,7 @@ static const struct option longopts[] = {
 	{ "loss-timeout",    required_argument, NULL, OPT_LOSS_TIMEOUT },
 	{ "reconnect",       no_argument,       NULL, OPT_RECONNECT },
 	{ "sources",         required_argument, NULL, OPT_SOURCES },
+	{ "version",         no_argument,       NULL, 'V' },
 	CL_HELP_OPTION,
 	{ NULL, 0, NULL, 0 },
 };
@@ -428,13 +462,16 @@ static void on_option(int ch, const char *arg)
 		opt.loss_timeout = cl_opt_double("loss timeout", arg, 0.001, 3600);
 		break;
 	case OPT_RECONNECT: opt.reconnect = true; break;
+	case 'V':
+		printf("%s (echod) %s\n", cl_prog, PACKAGE_VERSION);
+		exit(0);
 	case OPT_SOURCES: opt.sources = (unsigned)cl_opt_long("sources", arg, 1, 65536); break;
 	}
 }
 
 static void parse_args(int argc, char **argv)
 {
-	cl_parse_options(argc, argv, "H:p:c:l:d:w:h", longopts, &opt.target, usage, on_option);
+	cl_parse_options(argc, argv, "H:p:c:l:d:w:Vh", longopts, &opt.target, usage, on_option);
 	spin_ns = (uint64_t)(opt.spin_us * 1000.0);
 	if (opt.drain < 0)
 		opt.drain = opt.duration > 1 ? opt.duration : 1;
@@ -517,18 +554,33 @@ static uint64_t self_cpu_ns(void)
 
 /* --------------------------------------------------------- connections */
 
+/* A connect of connection (flow) idx failed with err: exit 3. */
+static void connect_failed(const char *what, uint32_t idx, int err) __attribute__((noreturn));
+static void connect_failed(const char *what, uint32_t idx, int err)
+{
+	fatal("cannot connect to %s: %s (%s) (%s=%u)", target_desc, cl_errname(err),
+	      strerror(err), what, idx);
+}
+
 static void conn_lost(struct conn *c, const char *what, int err)
 {
 	errors++;
 	if (!first_error[0])
-		snprintf(first_error, sizeof(first_error), "conn=%u %s: %s", c->idx, what,
-			 err ? cl_errname(err) : "EOF");
+		snprintf(first_error, sizeof(first_error), "%s=%u %s: %s",
+			 opt.udp ? "flow" : "conn", c->idx, what, err ? cl_errname(err) : "EOF");
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
 	c->state = C_DEAD;
-	if (--n_alive == 0)
-		fail("every connection lost; first: %s", first_error);
+	if (--n_alive == 0) {
+		if (opt.udp && err == ECONNREFUSED)
+			fatal("every flow lost: %s refused the datagrams (ICMP port unreachable:"
+			      " nothing listens there?); first: %s", target_desc, first_error);
+		fatal("every %s lost: %s %s; first: %s", opt.udp ? "flow" : "connection",
+		      target_desc, err == ECONNRESET || err == EPIPE ? "reset them" :
+		      err ? "failed" :
+		      "closed them", first_error);
+	}
 }
 
 /* A non-blocking socket of type for connection (flow) c, or fail. */
@@ -537,7 +589,7 @@ static int conn_socket(const struct conn *c, int type)
 	int fd = socket(dst.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
-		fail("%s=%u socket: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
+		fatal("%s=%u socket: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
 		     cl_errname(errno), strerror(errno));
 	return fd;
 }
@@ -551,7 +603,7 @@ static void conn_watch(const struct conn *c, int op, uint32_t events)
 	ev.events = events;
 	ev.data.u32 = c->idx;
 	if (epoll_ctl(epfd, op, c->fd, &ev) < 0)
-		fail("%s=%u epoll_ctl: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
+		fatal("%s=%u epoll_ctl: %s (%s)", opt.udp ? "flow" : "conn", c->idx,
 		     cl_errname(errno), strerror(errno));
 }
 
@@ -569,7 +621,7 @@ static void bind_source(const struct conn *c, int fd)
 	next = (next + 1) % opt.sources;
 	if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
 	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-		fail("conn=%u bind to a source address: %s (%s)", c->idx, cl_errname(errno),
+		fatal("conn=%u bind to a source address: %s (%s)", c->idx, cl_errname(errno),
 		     strerror(errno));
 }
 
@@ -586,7 +638,7 @@ static void conn_open(struct conn *c)
 	c->state = C_CONNECTING;
 	conn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0 && errno != EINPROGRESS)
-		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+		connect_failed("conn", c->idx, errno);
 }
 
 static void req_send(struct conn *c)
@@ -720,7 +772,7 @@ static void udp_alloc(void)
 	free(rbuf);
 	rbuf = malloc((size_t)UDP_RX_BATCH * UDP_RX_BUF);
 	if (!udp_slots || !rbuf)
-		fail("out of memory");
+		fatal("out of memory");
 	for (i = 0; i < UDP_RX_BATCH; i++) {
 		udp_rx_iov[i].iov_base = rbuf + (size_t)i * UDP_RX_BUF;
 		udp_rx_iov[i].iov_len = UDP_RX_BUF;
@@ -739,9 +791,9 @@ static void udp_open(struct conn *c)
 
 	fd = conn_socket(c, SOCK_DGRAM);
 	if (opt.gso && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) < 0)
-		fail("flow=%u UDP_GRO: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+		fatal("flow=%u UDP_GRO: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
 	if (connect(fd, (struct sockaddr *)&dst, dstlen) < 0)
-		fail("flow=%u connect: %s (%s)", c->idx, cl_errname(errno), strerror(errno));
+		connect_failed("flow", c->idx, errno);
 	c->fd = fd;
 	c->state = C_IDLE;
 	conn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLET);  /* EPOLLOUT only while blocked */
@@ -1129,7 +1181,7 @@ static void conn_connected(struct conn *c)
 	int err = cl_socket_error(c->fd);
 
 	if (err)
-		fail("conn=%u connect: %s (%s)", c->idx, cl_errname(err), strerror(err));
+		connect_failed("conn", c->idx, err);
 	c->state = C_IDLE;
 	if (c->t_req)                   /* --reconnect: its request was waiting */
 		req_start(c, c->t_req);
@@ -1166,7 +1218,7 @@ static void raise_nofile(void)
 
 	if (cl_raise_nofile(&rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
 	    rl.rlim_cur < opt.target.conns + 16)
-		fail("RLIMIT_NOFILE is %llu, below the %lu connections asked for",
+		fatal("RLIMIT_NOFILE is %llu, below the %lu connections asked for",
 		     (unsigned long long)rl.rlim_cur, opt.target.conns);
 }
 
@@ -1175,7 +1227,7 @@ static void pin(void)
 	int r;
 
 	if (opt.cpu >= 0 && (r = cl_pin_cpu(opt.cpu)) < 0)
-		fail("sched_setaffinity to CPU %d: %s (%s)", opt.cpu, cl_errname(-r), strerror(-r));
+		fatal("sched_setaffinity to CPU %d: %s (%s)", opt.cpu, cl_errname(-r), strerror(-r));
 }
 
 static void make_table(void)
@@ -1185,7 +1237,7 @@ static void make_table(void)
 	table = malloc(len);
 	rbuf = malloc(RBUF_SIZE);
 	if (!table || !rbuf)
-		fail("out of memory");
+		fatal("out of memory");
 	cl_fill_stream(table, cl_seed_key(opt.seed), 0, len);
 }
 
@@ -1206,7 +1258,7 @@ static int wait_events(struct epoll_event *events, uint64_t now, uint64_t until)
 	if (n < 0 && errno == ENOSYS)
 		n = epoll_wait(epfd, events, MAX_EVENTS, (int)((d + 999999) / 1000000));
 	if (n < 0 && errno != EINTR)
-		fail("epoll_wait: %s (%s)", cl_errname(errno), strerror(errno));
+		fatal("epoll_wait: %s (%s)", cl_errname(errno), strerror(errno));
 	return n < 0 ? 0 : n;
 }
 
@@ -1429,6 +1481,90 @@ static void report(const struct measured *m)
 	print_figures(&fs, opt.json);
 }
 
+/* ------------------------------------------------------------- the server */
+
+/* 0, or the errno of a blocking connect to ai within the connect timeout. */
+static int probe_connect(const struct addrinfo *ai)
+{
+	struct timeval tv;
+	int fd, err = 0;
+
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errno;
+	tv.tv_sec = (time_t)opt.connect_timeout;
+	tv.tv_usec = (suseconds_t)((opt.connect_timeout - (double)tv.tv_sec) * 1e6);
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0)
+		err = errno == EINPROGRESS ? ETIMEDOUT : errno;
+	close(fd);
+	return err;
+}
+
+/* -H and -p into dst: a literal ("[::1]" too), else a name looked up with
+ * getaddrinfo(3): UDP takes its first address, TCP the first that accepts a
+ * connection (one probe connection each, closed at once).  target_desc
+ * names the server in messages.  A name not found: exit 3. */
+static void resolve_target(void)
+{
+	struct addrinfo hints, *res, *ai, *pick = NULL;
+	const char *host = opt.target.host;
+	char bare[256], port[16], addr[INET6_ADDRSTRLEN];
+	size_t n = strlen(host);
+	int rc, err = 0;
+	bool literal = true;
+
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(bare)) {
+		memcpy(bare, host + 1, n - 2);
+		bare[n - 2] = '\0';
+	} else if (n < sizeof(bare)) {
+		memcpy(bare, host, n + 1);
+	} else {
+		cl_usage_error("invalid host '%s' (too long)", host);
+	}
+	snprintf(port, sizeof(port), "%d", opt.target.port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = opt.udp ? SOCK_DGRAM : SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	rc = getaddrinfo(bare, port, &hints, &res);
+	if (rc == EAI_NONAME) {
+		literal = false;
+		hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+		rc = getaddrinfo(bare, port, &hints, &res);
+	}
+	if (rc != 0)
+		fatal("cannot resolve host '%s': %s", host,
+		      rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+	if (opt.udp || !res->ai_next) {
+		pick = res;
+	} else {
+		for (ai = res; ai && !pick; ai = ai->ai_next)
+			if ((rc = probe_connect(ai)) == 0)
+				pick = ai;
+			else if (!err)
+				err = rc;
+	}
+	if (!pick || getnameinfo(pick->ai_addr, pick->ai_addrlen, addr, sizeof(addr), NULL, 0,
+				 NI_NUMERICHOST) != 0)
+		snprintf(addr, sizeof(addr), "?");
+	if (literal)
+		snprintf(target_desc, sizeof(target_desc), "%s%s%s port %d",
+			 strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
+			 opt.target.port);
+	else
+		snprintf(target_desc, sizeof(target_desc), "%s (%s) port %d", bare,
+			 pick ? addr : "every address", opt.target.port);
+	if (!pick) {
+		freeaddrinfo(res);
+		fatal("cannot connect to %s: %s (%s)", target_desc, cl_errname(err),
+		      strerror(err));
+	}
+	memcpy(&dst, pick->ai_addr, pick->ai_addrlen);
+	dstlen = pick->ai_addrlen;
+	freeaddrinfo(res);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -1441,9 +1577,10 @@ int main(int argc, char **argv)
 	unsigned long i, n_connected = 0;
 	long tck = sysconf(_SC_CLK_TCK);
 
-	cl_set_prog(argv[0], "echobench");
+	cl_prog = "echod-bench";          /* one name in messages, however it is run */
+	opt.target.port = 7;              /* RFC 862's */
 	parse_args(argc, argv);
-	cl_target_resolve(&opt.target, &dst, &dstlen);
+	resolve_target();
 	if (opt.sources > 1 && (opt.udp || dst.ss_family != AF_INET ||
 				(ntohl(((struct sockaddr_in *)&dst)->sin_addr.s_addr) >> 24) != 127))
 		cl_usage_error("--sources is for TCP to a server on IPv4 loopback (127.0.0.0/8)");
@@ -1458,15 +1595,15 @@ int main(int argc, char **argv)
 	make_table();
 	hist.min = lag.min = UINT64_MAX;
 	if (opt.server_pid > 0 && proc_cpu_ticks(opt.server_pid) < 0)
-		fail("cannot read /proc/%ld/stat", opt.server_pid);
+		fatal("cannot read /proc/%ld/stat", opt.server_pid);
 
 	conns = calloc(opt.target.conns, sizeof(*conns));
 	events = calloc(MAX_EVENTS, sizeof(*events));
 	if (!conns || !events)
-		fail("out of memory");
+		fatal("out of memory");
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
-		fail("epoll_create1: %s (%s)", cl_errname(errno), strerror(errno));
+		fatal("epoll_create1: %s (%s)", cl_errname(errno), strerror(errno));
 
 	if (opt.udp)
 		udp_alloc();
@@ -1490,7 +1627,8 @@ int main(int argc, char **argv)
 
 		now = cl_now_ns();
 		if (now >= t_conn_deadline)
-			fail("connect timeout: %lu of %lu connected", n_connected, opt.target.conns);
+			fatal("cannot connect to %s: timed out after %g s (%lu of %lu connected)",
+			      target_desc, opt.connect_timeout, n_connected, opt.target.conns);
 		n = wait_events(events, now, t_conn_deadline);
 		for (k = 0; k < n; k++) {
 			struct conn *c = &conns[events[k].data.u32];
@@ -1511,7 +1649,7 @@ int main(int argc, char **argv)
 		interval_ns = 1e9 / opt.rate;
 		heap = calloc(opt.target.conns, sizeof(*heap));
 		if (!heap)
-			fail("out of memory");
+			fatal("out of memory");
 		now = cl_now_ns();
 		for (i = 0; i < opt.target.conns; i++)
 			open_next(&conns[i], now);
@@ -1604,6 +1742,9 @@ int main(int argc, char **argv)
 	m.cli_ns = cli1 - cli0;
 	report(&m);
 	fflush(stdout);
+	if (done_in_window == 0 && hist.count == m.unfinished)
+		fatal("no echo: %s answered none of the %s due in the %g s window",
+		      target_desc, opt.udp ? "datagrams" : "requests", opt.duration);
 	close(epfd);
 	free(events);
 	free(heap);
