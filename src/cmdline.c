@@ -9,8 +9,8 @@
 
 const char cmdline_usage[] =
 	"Usage: echod [OPTION]...\n"
-	"TCP echo daemon (RFC 862): io_uring or epoll, systemd socket activation,\n"
-	"live reload on SIGHUP. Runs in the foreground; logs to stderr.\n"
+	"TCP and UDP echo daemon (RFC 862): io_uring or epoll, systemd socket\n"
+	"activation, live reload on SIGHUP. Runs in the foreground; logs to stderr.\n"
 	"\n"
 	"  -c, --config FILE     configuration file (default " ECHOD_CONFIG_PATH ")\n"
 	"  -t, --check-config    check the configuration, print 'configuration OK'\n"
