@@ -167,6 +167,9 @@ def variant_conf(variant, directory):
                 f'  "{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{n}"'
                 for a, n in sorted(seen)) + "\n];\n")
         return f'@include "{path}"\n'
+    if variant == "scale":
+        # bench/memory.py: room for every connection
+        return "max_connections = 1048576;\n"
     if variant == "busy_poll":
         return f"busy_poll_us = {BUSY_POLL_US};\n"
     if variant == "per_source":
