@@ -55,6 +55,13 @@ Connect/echo/close (the accept path's cost; bench/README):
                          list of 10,000 prefixes, none matching the client;
                          every per-source limit on, none reached)
 
+Busy polling (the busy_poll_us setting; bench/README):
+  BENCH_BUSY_POLL        busy_poll_us of the "+busy_poll" cells (default 50; 0:
+                         none): each echod backend at 1 connection (when 1 is in
+                         BENCH_CONNS), every payload, beside the plain one; the
+                         table of ratios gives its round trip (p50, p99) and its
+                         server CPU per request over the plain configuration's
+
 Peers, run in the same rounds with the same client:
   BENCH_SERVERS          'name@udp=command;name@tcp=command;...': {PORT} in the
                          command is replaced by a free port, {CPU} by the server
@@ -137,6 +144,7 @@ CPS_CONNS = int(env_float("BENCH_CPS_CONNS", 64))
 CPS_PAYLOAD = 64
 CPS_SOURCES = 64                # client source addresses: ephemeral ports to spare
 CPS_VARIANTS = env_list("BENCH_CPS_VARIANTS", ["deny10k", "per_source"])
+BUSY_POLL_US = int(env_float("BENCH_BUSY_POLL", 50))
 
 
 def variant_conf(variant, directory):
@@ -159,6 +167,11 @@ def variant_conf(variant, directory):
                 f'  "{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{n}"'
                 for a, n in sorted(seen)) + "\n];\n")
         return f'@include "{path}"\n'
+    if variant == "scale":
+        # bench/memory.py: room for every connection
+        return "max_connections = 1048576;\n"
+    if variant == "busy_poll":
+        return f"busy_poll_us = {BUSY_POLL_US};\n"
     if variant == "per_source":
         # every per-source limit on, none reached: the table's lock and
         # bucket arithmetic on every accept and close
@@ -489,6 +502,8 @@ def cell_list():
         cells += [("tcp", b, c, p, False) for b in servers for c in CONNS for p in PAYLOADS]
         if WITH_REF:
             cells += [("tcp", "ref", 1, p, False) for p in PAYLOADS]
+        if BUSY_POLL_US and 1 in CONNS:
+            cells += [("tcp", b + "+busy_poll", 1, p, False) for b in BACKENDS for p in PAYLOADS]
     if WITH_CPS:
         cells += [("cps", b + v, CPS_CONNS, CPS_PAYLOAD, False)
                   for b in BACKENDS for v in [""] + ["+" + x for x in CPS_VARIANTS]]
@@ -584,31 +599,37 @@ def ratios(results, cells):
     return out
 
 
-def cps_ratios(results, cells):
-    """Per echod backend and CPS variant: the variant's connections/s and
-    server CPU per connection over the plain configuration's, of each round
-    (the two ran in the same round), and their median, min and max."""
+def variant_ratios(results, cells, which):
+    """Per echod backend and variant ("backend+variant" cells of protocol
+    which: the CPS variants, or the TCP busy_poll cells): the variant's
+    figures over the plain configuration's of the same cell, of each round
+    (the two ran in the same round), and their median, min and max: rate
+    (req/s or connections/s), cpu (server CPU per request), p50 and p99
+    (round trip, closed loop)."""
     by = {}
     for r in results:
-        if r["proto"] == "cps" and "closed" in r:
-            by[(r["server"], r["round"])] = r["closed"]
+        if r["proto"] == which and "closed" in r:
+            by[(r["server"], r["conns"], r["payload"], r["round"])] = r["closed"]
+    figures = (("rate", "req_s"), ("cpu", "server_cpu_us_per_req"),
+               ("p50", "p50_us"), ("p99", "p99_us"))
     out = []
     for (proto, kind, c, p, g) in cells:
         base, _, variant = kind.partition("+")
-        if proto != "cps" or not variant:
+        if proto != which or not variant:
             continue
-        rate, cpu = [], []
+        per = {name: [] for name, _ in figures}
         for rnd in range(ROUNDS):
-            a, b = by.get((kind, rnd)), by.get((base, rnd))
-            if a and b and b["req_s"]:
-                rate.append(a["req_s"] / b["req_s"])
-            if a and b and b.get("server_cpu_us_per_req"):
-                cpu.append(a["server_cpu_us_per_req"] / b["server_cpu_us_per_req"])
-        out.append({"backend": base, "variant": variant, "conns": c, "rounds": len(rate),
-                    "rate_ratio": med(rate), "rate_min": min(rate) if rate else None,
-                    "rate_max": max(rate) if rate else None,
-                    "cpu_ratio": med(cpu), "cpu_min": min(cpu) if cpu else None,
-                    "cpu_max": max(cpu) if cpu else None})
+            a, b = by.get((kind, c, p, rnd)), by.get((base, c, p, rnd))
+            for name, field in figures:
+                if a and b and a.get(field) is not None and b.get(field):
+                    per[name].append(a[field] / b[field])
+        x = {"backend": base, "variant": variant, "conns": c, "payload": p,
+             "rounds": len(per["rate"])}
+        for name, _ in figures:
+            v = per[name]
+            x.update({f"{name}_ratio": med(v), f"{name}_min": min(v) if v else None,
+                      f"{name}_max": max(v) if v else None})
+        out.append(x)
     return out
 
 
@@ -622,17 +643,24 @@ def print_cps(summary, rat):
     if not rat:
         return
     print()
-    rows = []
-    for x in rat:
-        def rng(lo, hi):
-            return "-" if lo is None else f"{lo:.3f}-{hi:.3f}"
-        rows.append((x["backend"], x["variant"], str(x["conns"]),
-                     "-" if x["rate_ratio"] is None else f"{x['rate_ratio']:.3f}",
-                     rng(x["rate_min"], x["rate_max"]),
-                     "-" if x["cpu_ratio"] is None else f"{x['cpu_ratio']:.3f}",
-                     rng(x["cpu_min"], x["cpu_max"]), str(x["rounds"])))
+    rows = [(x["backend"], x["variant"], str(x["conns"]), *fmt_ratio(x, "rate"),
+             *fmt_ratio(x, "cpu"), str(x["rounds"])) for x in rat]
     print_rows(("echod", "variant", "conns", "conn/s ratio", "min-max", "srv µs ratio",
                 "min-max", "rounds"), rows, {0, 1}, [x["backend"] for x in rat])
+
+
+def fmt_ratio(x, name):
+    """A ratio column and its min-max column, from variant_ratios()."""
+    if x[f"{name}_ratio"] is None:
+        return "-", "-"
+    return (f"{x[f'{name}_ratio']:.3f}", f"{x[f'{name}_min']:.3f}-{x[f'{name}_max']:.3f}")
+
+
+def print_busy_poll(rat):
+    rows = [(x["backend"], str(x["payload"]), *fmt_ratio(x, "p50"), *fmt_ratio(x, "p99"),
+             *fmt_ratio(x, "cpu"), str(x["rounds"])) for x in rat]
+    print_rows(("echod", "payload", "p50 ratio", "min-max", "p99 ratio", "min-max",
+                "srv µs ratio", "min-max", "rounds"), rows, {0}, [x["backend"] for x in rat])
 
 
 def notes(s):
@@ -812,7 +840,8 @@ def main():
 
     summary = summarize(results, cells)
     rat = ratios(results, cells)
-    crat = cps_ratios(results, cells)
+    crat = variant_ratios(results, cells, "cps")
+    brat = variant_ratios(results, cells, "tcp")
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": platform.release(),
@@ -828,7 +857,7 @@ def main():
     }
     with open(JSON_OUT, "w") as f:
         json.dump({"meta": meta, "summary": summary, "ratios": rat, "cps_ratios": crat,
-                   "runs": results}, f,
+                   "busy_poll_ratios": brat, "runs": results}, f,
                   indent=1)
 
     print()
@@ -863,6 +892,13 @@ def main():
               f"own, {CPS_CONNS} in flight (echod-bench --reconnect); p50/p99 include the "
               "connect.  Ratios: the variant over plain echod of the same backend, median of "
               "the per-round ratios (min-max).  See bench/README.")
+    if brat:
+        print()
+        print_busy_poll(brat)
+        print()
+        print(f"busy_poll_us = {BUSY_POLL_US} over the default (0) at 1 connection, same backend "
+              "and payload: round trip (closed loop, p50 and p99) and server CPU per request, "
+              "median of the per-round ratios (min-max).  See bench/README.")
     if rat:
         print()
         print_ratios(rat)

@@ -11,7 +11,7 @@
  *     init(w): create the event set; watch w->listen_fds (accept only while
  *              worker_accept_allowed) and w->ctl_fd; set w->buf_release.
  *     run(w):  until worker_finished(w):
- *                wait at most worker_timeout_ms(w); worker_clock(w);
+ *                wait at most worker_wait_ms(w); worker_woke(w, events);
  *                on ctl_fd: worker_control(w);
  *                accept: worker_conn_new() / worker_accept_error();
  *                I/O: report to conn_*(), then act on conn_next();

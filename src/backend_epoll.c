@@ -512,10 +512,10 @@ static int ep_run(struct worker *w)
 	struct ep *ep = w->be;
 
 	while (!worker_finished(w)) {
-		int timeout = ilist_empty(&ep->ready) && !epu_ready(ep->udp) ? worker_timeout_ms(w) : 0;
+		int timeout = ilist_empty(&ep->ready) && !epu_ready(ep->udp) ? worker_wait_ms(w) : 0;
 		int n = epoll_wait(ep->epfd, ep->ev, EP_EVENTS, timeout);
 
-		worker_clock(w);
+		worker_woke(w, n > 0 ? (unsigned)n : 0);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

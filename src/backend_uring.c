@@ -586,7 +586,7 @@ static int ur_run(struct worker *w)
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
-		int timeout = worker_timeout_ms(w);
+		int timeout = worker_wait_ms(w);
 		int ret;
 
 		ur_publish_buffers(ur);
@@ -596,7 +596,7 @@ static int ur_run(struct worker *w)
 			tsp = &ts;
 		}
 		ret = io_uring_submit_and_wait_timeout(&ur->ring, &cqe, 1, tsp, NULL);
-		worker_clock(w);
+		worker_woke(w, io_uring_cq_ready(&ur->ring));
 		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
 			log_errno(LOG_ERR, ret, "worker %u: io_uring_submit_and_wait_timeout", w->id);
 			return ret;

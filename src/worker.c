@@ -30,6 +30,7 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 	p->max_pending = cfg->max_pending;
 	p->idle_timeout_ms = cfg->idle_timeout * 1000u;
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
+	p->busy_poll_ns = cfg->busy_poll_us * 1000u;
 	p->udp_gro = cfg->udp.gro;
 	p->proxy_enabled = cfg->proxy_protocol.enabled;
 	p->proxy_timeout_ms = cfg->proxy_protocol.timeout * 1000u;
@@ -81,6 +82,32 @@ void worker_clock(struct worker *w)
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	w->cc.now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 	w->dc.now_ms = w->cc.now_ms;
+}
+
+/* busy_poll_us: after a wait that brought events, the loop polls (waits
+ * with a zero timeout) until busy_poll_us has passed without one, then
+ * sleeps again.  The fine clock is read only then: off, it costs nothing. */
+void worker_woke(struct worker *w, unsigned nevents)
+{
+	worker_clock(w);
+	if (w->params.busy_poll_ns) {
+		struct timespec ts;
+		uint64_t now;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		if (nevents)
+			w->spin_until_ns = now + w->params.busy_poll_ns;
+		else if (now >= w->spin_until_ns)
+			w->spin_until_ns = 0;
+	} else {
+		w->spin_until_ns = 0;
+	}
+}
+
+int worker_wait_ms(struct worker *w)
+{
+	return w->spin_until_ns ? 0 : worker_timeout_ms(w);
 }
 
 /* Hand-over: once every connection is idle (nothing in flight, and

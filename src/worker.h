@@ -29,6 +29,7 @@ struct worker_params {
 	uint32_t max_pending;       /* backpressure cap, bytes */
 	uint32_t idle_timeout_ms;   /* 0 = never */
 	uint32_t shutdown_ms;       /* drain deadline */
+	uint32_t busy_poll_ns;      /* busy_poll_us, in ns (0: off) */
 	bool udp_gro;               /* udp.gro (into dc.gro) */
 	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
@@ -86,6 +87,7 @@ struct worker {
 	struct ilist lru;                   /* open connections, least recently active first */
 	struct ilist hdr_wait;              /* those awaiting a PROXY header, oldest first */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
+	uint64_t spin_until_ns;             /* busy_poll_us: poll, not sleep, until (CLOCK_MONOTONIC) */
 	int fd_ceiling;                     /* a client fd at or above this is refused */
 	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */
 	bool quiesce_sent;                  /* hand-over: in-flight ops cancelled */
@@ -172,6 +174,10 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 
 /* Refresh cc.now_ms (cheap: CLOCK_MONOTONIC_COARSE). */
 void worker_clock(struct worker *w);
+/* The loop's wait returned with nevents events (0: a timeout or a signal):
+ * worker_clock(), and with busy_poll_us the polling window (opened again
+ * by every wait that returned events). */
+void worker_woke(struct worker *w, unsigned nevents);
 
 /* A connection was accepted on fd: returns its slot, or NULL when its
  * source is denied (the allow/deny lists, then the per-source limits:
@@ -200,6 +206,9 @@ bool worker_accept_allowed(struct worker *w);
 
 /* Time the loop may sleep before worker_tick must run, in ms (-1 none). */
 int worker_timeout_ms(struct worker *w);
+/* The timeout of the loop's wait: 0 (poll, do not sleep) while in the
+ * busy_poll_us window of worker_woke(), else worker_timeout_ms(). */
+int worker_wait_ms(struct worker *w);
 /* Run timers: idle timeouts, the accept pause and the drain deadline;
  * calls ops->update_conn / ops->update_accept for what changed. */
 void worker_tick(struct worker *w);

@@ -165,6 +165,7 @@ static bool cfg_equal(const struct echod_config *a, const struct echod_config *b
 	SAME(max_connections);
 	SAME(idle_timeout);
 	SAME(shutdown_timeout);
+	SAME(busy_poll_us);
 	SAME(log_level);
 	SAME(metrics.enabled);
 	SAME(metrics.port);
@@ -328,6 +329,7 @@ static void x_max(struct echod_config *c)
 	c->max_connections = CONFIG_MAX_CONNECTIONS_MAX;
 	c->idle_timeout = CONFIG_IDLE_TIMEOUT_MAX;
 	c->shutdown_timeout = CONFIG_SHUTDOWN_TIMEOUT_MAX;
+	c->busy_poll_us = CONFIG_BUSY_POLL_US_MAX;
 	c->log_level = LOG_ERR;
 	c->metrics.port = 65535;
 	set_addr(&c->metrics.address, "127.0.0.1", 65535);
@@ -452,7 +454,7 @@ static const struct good_case good[] = {
 	  "backend: \"io_uring\"\nport: 65535\nbacklog = 65535\n"
 	  "buffer_count = 32768\nbuffer_size = 1048576\nmax_pending = 67108864\n"
 	  "max_connections = 1048576\nidle_timeout = 86400\n"
-	  "shutdown_timeout = 3600\nlog_level = \"error\"\n"
+	  "shutdown_timeout = 3600\nlog_level = \"error\"\nbusy_poll_us = 100000\n"
 	  "listen = (\"0.0.0.0\", \"::\")\n"
 	  "metrics: { port = 65535 }\n",
 	  {{0}}, x_max },
@@ -586,7 +588,7 @@ static const struct bad_case bad[] = {
 	  "port = 65536;\nbacklog = 65536;\nbuffer_count = 32769;\n"
 	  "buffer_size = 1048577;\nmax_pending = 67108865;\ncore = [1024];\n"
 	  "max_connections = 1048577;\nidle_timeout = 86401;\n"
-	  "shutdown_timeout = 3601;\nmetrics = { port = 65536; };\n",
+	  "shutdown_timeout = 3601;\nmetrics = { port = 65536; };\nbusy_poll_us = 100001;\n",
 	  {{0}}, 0,
 	  { "$F:1: port: 65536 is out of range 1..65535",
 	    "$F:2: backlog: 65536 is out of range 1..65535",
@@ -598,6 +600,7 @@ static const struct bad_case bad[] = {
 	    "$F:8: idle_timeout: 86401 is out of range 0..86400",
 	    "$F:9: shutdown_timeout: 3601 is out of range 1..3600",
 	    "$F:10: metrics.port: 65536 is out of range 1..65535",
+	    "$F:11: busy_poll_us: 100001 is out of range 0..100000",
 	    NULL } },
 	{ "-1 for unsigned settings",
 	  "port = -1;\nbuffer_size = -1;\nmax_pending = -1L;\nmax_connections = -2147483648;\n",
@@ -1075,7 +1078,7 @@ static void test_table(void)
 		}
 		*(st->live ? &live : &restart) |= st->changed;
 	}
-	tap_ok(ok && schema_n_settings == 36, "the table: %zu well-formed settings",
+	tap_ok(ok && schema_n_settings == 37, "the table: %zu well-formed settings",
 	       schema_n_settings);
 	tap_ok(!(live & restart), "the table: each change bit is all live or all restart");
 	tap_ok(config_restart_mask() == (CONFIG_CHANGED_LISTEN | CONFIG_CHANGED_PER_SOURCE_TABLE),
