@@ -51,6 +51,8 @@ enum { UT_FREE, UT_QUEUED, UT_INFLIGHT, UT_DONE };
 
 #define UR_UDP_RETRY_MS 100     /* re-arm delay after repeated receive errors */
 
+_Static_assert(DGRAM_COALESCE_MAX <= UINT8_MAX, "ur_utx.n holds a run's length");
+
 static inline char *uu_buf(struct ur *ur, uint32_t bid)
 {
 	return ur->u.bufs + (size_t)bid * ur->u.size;
@@ -246,13 +248,14 @@ static uint32_t uu_prep_run(struct ur *ur, struct dgram_ctx *dc, struct ur_utx *
 
 	uu_desc(tx, &d);
 	if (dgram_run_begin(&run, &d, seg_max)) {
-		tx->run_iov[0] = tx->iov;
 		for (; b != UR_UNONE; b = ur->u.tx[b].next) {
 			struct ur_utx *m = &ur->u.tx[b];
 
 			uu_desc(m, &d);
 			if (!dgram_run_join(&run, &d))
 				break;
+			if (run.n == 2)
+				tx->run_iov[0] = tx->iov;    /* touched only by a run */
 			tx->run_iov[run.n - 1] = m->iov;
 			m->state = UT_INFLIGHT;
 		}
