@@ -646,6 +646,83 @@ static void test_coalesce(void)
 	       ctr.udp_coalesced_datagrams == 3, "dgram_coalesced: one send, 3 datagrams");
 }
 
+/* A model of the rules, written apart from dgram.c: may d[k] end the run
+ * d[start..k)?  (true: it joins.) */
+static bool model_joins(const struct dgram_desc *d, unsigned start, unsigned k, size_t seg_max)
+{
+	size_t seg = d[start].len, bytes = 0;
+	bool v4 = d[start].peer->sa_family == AF_INET;
+	size_t limit = v4 ? 65507 : 65527;
+
+	if (seg == 0 || seg > seg_max || (d[start].gso && d[start].len > d[start].gso))
+		return false;
+	if (k - start >= 64)
+		return false;
+	for (unsigned j = start; j < k; j++) {
+		bytes += d[j].len;
+		if (j > start && d[j].len < seg)
+			return false;            /* a shorter one closed it */
+	}
+	return d[k].len > 0 && d[k].len <= seg && !(d[k].gso && d[k].len > d[k].gso) &&
+	       bytes + d[k].len <= limit && d[k].peerlen == d[start].peerlen &&
+	       memcmp(d[k].peer, d[start].peer, d[k].peerlen) == 0;
+}
+
+/* 20,000 random sequences: the runs partition the echoes in order, and
+ * each is exactly as long as the model says (greedy: the next one could
+ * not have joined). */
+static void test_coalesce_random(void)
+{
+	static const uint32_t sizes[] = { 0, 1, 64, 64, 64, 100, 1000, 1000, 1000, 1365, 1400,
+					  20000, 32753, 32754, 65507, 65527 };
+	struct sockaddr_storage peers[3];
+	socklen_t plen[3];
+	struct dgram_desc d[100];
+	unsigned seed = 12345, bad = 0, runs = 0, multi = 0;
+	char first[200] = "";
+
+	plen[0] = addr(&peers[0], "192.0.2.1", 5000);
+	plen[1] = addr(&peers[1], "192.0.2.1", 5001);
+	plen[2] = addr(&peers[2], "2001:db8::1", 5000);
+	for (unsigned it = 0; it < 20000; it++) {
+		unsigned n = 1 + rand_r(&seed) % 100, flows = 1 + rand_r(&seed) % 3;
+		size_t seg_max = rand_r(&seed) % 4 ? 65535 : rand_r(&seed) % 2000;
+		uint32_t base = sizes[rand_r(&seed) % (sizeof(sizes) / sizeof(sizes[0]))];
+
+		for (unsigned i = 0; i < n; i++) {
+			unsigned p = rand_r(&seed) % 8 ? 0 : rand_r(&seed) % flows;
+			uint32_t len = rand_r(&seed) % 6 ? base :
+				       sizes[rand_r(&seed) % (sizeof(sizes) / sizeof(sizes[0]))];
+
+			if (len > 65507 && p != 2)
+				len = 65507;
+			d[i].peer = (const struct sockaddr *)&peers[p];
+			d[i].peerlen = plen[p];
+			d[i].len = len;
+			d[i].gso = rand_r(&seed) % 50 ? 0 : (uint16_t)(len / 2);
+		}
+		for (unsigned k = 0; k < n;) {
+			unsigned run = dgram_coalesce(&d[k], n - k, seg_max), want = 1;
+
+			while (k + want < n && model_joins(d, k, k + want, seg_max))
+				want++;
+			runs++;
+			multi += run > 1;
+			if (run != want || run == 0) {
+				if (!bad++)
+					snprintf(first, sizeof(first), "sequence %u at %u (len %zu, "
+						 "seg_max %zu): run %u, the model %u", it, k, d[k].len,
+						 seg_max, run, want);
+				break;
+			}
+			k += run;
+		}
+	}
+	tap_ok(!bad && multi > 1000, "dgram_coalesce: 20,000 random sequences (3 peers, 0 B to "
+	       "65,527 B, GRO receives, ceilings) cut into %u runs (%u of several) exactly as an "
+	       "independent model of the rules cuts them%s%s", runs, multi, bad ? ": " : "", first);
+}
+
 /* A run built as the backends build it, through loopback: an iovec per
  * datagram, UDP_SEGMENT = the first's length, arrives as its datagrams;
  * a socket whose IPV6_MTU is 1280 refuses a segment of 1400 (EINVAL), the
@@ -732,6 +809,7 @@ int main(void)
 	test_sockets();
 	test_counting();
 	test_coalesce();
+	test_coalesce_random();
 	test_coalesce_sockets();
 	return tap_done();
 }
