@@ -5,12 +5,18 @@
  * batch of EPU_BATCH receive buffers (the largest datagram, or GRO
  * receive, fits one) with their source addresses and control data, and
  * the echoes built from them.  A socket alternates: receive a batch, echo
- * it (dgram.c decides what is echoed and counts), receive the next.  When
+ * it (dgram.c decides what is echoed and counts), receive the next.  The
+ * echoes go out with one sendmmsg whose messages are runs (dgram_coalesce:
+ * consecutive echoes to one peer, one UDP_SEGMENT message with an iovec per
+ * datagram; a lone echo is a message of its own); the messages are built
+ * again from the first unsent echo after every partial sendmmsg.  When
  * the socket cannot take an echo now (EAGAIN), the rest of the batch waits
  * in order; the socket is then watched for writing only, not reading, so
  * the kernel's receive queue absorbs the overload (and counts what it
- * drops: SO_RXQ_OVFL), and no wake-up comes until it can send again.  Any
- * other send error drops that one echo (send_error) and the batch goes on.
+ * drops: SO_RXQ_OVFL), and no wake-up comes until it can send again.  A
+ * run the kernel refuses (dgram_coalesce_failed) is sent again one by one;
+ * any other send error drops that message's echoes (send_error) and the
+ * batch goes on.
  * The socket is watched for reading only while w->udp_reading (not while
  * draining, handing over, or held before a hand-over completes).
  */
@@ -50,17 +56,26 @@ struct epu_sock {
 	bool readable;                      /* may hold datagrams (edge seen, not drained) */
 	bool blocked;                       /* a send met EAGAIN: waiting for EPU_OUT */
 	bool ready;                         /* read budget ran out this turn */
-	unsigned head, nq;                  /* echoes out[head..nq) still to send */
+	unsigned head, nq;                  /* echoes [head..nq) still to send */
 	char *bufs;                         /* EPU_BATCH x EPU_BUFSIZE */
 	struct mmsghdr in[EPU_BATCH];
 	struct iovec in_iov[EPU_BATCH];
 	struct sockaddr_storage src[EPU_BATCH];
 	union epu_rx_cmsg rx[EPU_BATCH];
-	struct mmsghdr out[EPU_BATCH];
+	/* the echoes, in receive order */
 	struct iovec out_iov[EPU_BATCH];
+	uint16_t out_gso[EPU_BATCH];        /* its receive's GRO segment size */
+	uint8_t out_src[EPU_BATCH];         /* its receive's index: source address */
+	/* the messages built from echoes [head..nq): message k sends
+	 * msg_n[k] echoes, msg_bytes[k] bytes with UDP_SEGMENT msg_seg[k] */
+	struct mmsghdr out[EPU_BATCH];
 	union epu_tx_cmsg tx[EPU_BATCH];
-	uint16_t out_gso[EPU_BATCH];
+	unsigned msg_n[EPU_BATCH];
+	size_t msg_bytes[EPU_BATCH];
+	uint16_t msg_seg[EPU_BATCH];
 };
+
+_Static_assert(EPU_BATCH <= UINT8_MAX, "out_src holds a receive index");
 
 struct epu {
 	unsigned n;
@@ -84,17 +99,61 @@ static void rewatch(struct worker *w, struct epu_sock *s)
 		s->events = want;
 }
 
+/* Build the messages of echoes [head..nq): one per run.  Returns their
+ * number. */
+static unsigned build(struct worker *w, struct epu_sock *s)
+{
+	struct dgram_desc d[EPU_BATCH];
+	size_t seg_max = dgram_coalesce_limit(&w->dc, s->idx);
+	unsigned nd = s->nq - s->head, m = 0;
+
+	for (unsigned k = 0; k < nd; k++) {
+		unsigned q = s->head + k;
+
+		d[k].peer = (const struct sockaddr *)&s->src[s->out_src[q]];
+		d[k].peerlen = s->in[s->out_src[q]].msg_hdr.msg_namelen;
+		d[k].len = s->out_iov[q].iov_len;
+		d[k].gso = s->out_gso[q];
+	}
+	for (unsigned k = 0; k < nd; m++) {
+		unsigned q = s->head + k, run = dgram_coalesce(&d[k], nd - k, seg_max);
+		struct msghdr *h = &s->out[m].msg_hdr;
+		uint16_t seg = run > 1 ? (uint16_t)d[k].len : d[k].gso;
+		size_t bytes = 0, clen;
+
+		for (unsigned j = 0; j < run; j++)
+			bytes += d[k + j].len;
+		clen = dgram_put_segment(&w->dc, s->tx[m].buf, seg, bytes);
+		memset(h, 0, sizeof(*h));
+		h->msg_name = &s->src[s->out_src[q]];
+		h->msg_namelen = d[k].peerlen;
+		h->msg_iov = &s->out_iov[q];
+		h->msg_iovlen = run;
+		h->msg_control = clen ? s->tx[m].buf : NULL;
+		h->msg_controllen = clen;
+		s->msg_n[m] = run;
+		s->msg_bytes[m] = bytes;
+		s->msg_seg[m] = clen ? seg : 0;
+		k += run;
+	}
+	return m;
+}
+
 /* Send the queued echoes, in order.  false: the socket is full (EAGAIN),
  * the rest waits for EPU_OUT. */
 static bool flush(struct worker *w, struct epu_sock *s)
 {
 	while (s->head < s->nq) {
-		int r = sendmmsg(s->fd, &s->out[s->head], s->nq - s->head, MSG_DONTWAIT);
+		unsigned m = build(w, s);
+		int r = sendmmsg(s->fd, s->out, m, MSG_DONTWAIT);
 
 		if (r > 0) {
-			for (unsigned k = s->head; k < s->head + (unsigned)r; k++)
-				dgram_sent(&w->dc, s->out_iov[k].iov_len, s->out_gso[k]);
-			s->head += (unsigned)r;
+			for (unsigned k = 0; k < (unsigned)r; k++) {
+				dgram_sent(&w->dc, s->msg_bytes[k], s->msg_seg[k]);
+				if (s->msg_n[k] > 1)
+					dgram_coalesced(&w->dc, s->msg_n[k]);
+				s->head += s->msg_n[k];
+			}
 			continue;
 		}
 		if (errno == EINTR)
@@ -103,12 +162,15 @@ static bool flush(struct worker *w, struct epu_sock *s)
 			s->blocked = true;
 			return false;
 		}
-		/* this echo cannot go: drop it, go on with the next */
+		/* a run refused: built again, one by one (its ceiling dropped) */
+		if (dgram_coalesce_failed(&w->dc, s->idx, s->fd, "sendmmsg", s->msg_seg[0],
+					  s->msg_n[0], errno))
+			continue;
+		/* this message cannot go: drop its echoes, go on with the next */
 		ctr_add(&w->cc.ctr->op_errors[WOP_SEND], 1);
 		log_errno(LOG_DEBUG, errno, "worker %u: sendmmsg UDP fd %d", w->id, s->fd);
-		dgram_drop(&w->dc, DDROP_SEND_ERROR,
-			   dgram_count(s->out_iov[s->head].iov_len, s->out_gso[s->head]));
-		s->head++;
+		dgram_drop(&w->dc, DDROP_SEND_ERROR, dgram_count(s->msg_bytes[0], s->msg_seg[0]));
+		s->head += s->msg_n[0];
 	}
 	s->head = s->nq = 0;
 	s->blocked = false;
@@ -116,23 +178,14 @@ static bool flush(struct worker *w, struct epu_sock *s)
 }
 
 /* Queue the echo of received datagram i. */
-static void queue_echo(struct worker *w, struct epu_sock *s, unsigned i, size_t len,
-		       uint16_t gso)
+static void queue_echo(struct epu_sock *s, unsigned i, size_t len, uint16_t gso)
 {
 	unsigned j = s->nq++;
-	struct msghdr *m = &s->out[j].msg_hdr;
-	size_t clen = dgram_put_segment(&w->dc, s->tx[j].buf, gso, len);
 
 	s->out_iov[j].iov_base = s->in_iov[i].iov_base;
 	s->out_iov[j].iov_len = len;
-	memset(m, 0, sizeof(*m));
-	m->msg_name = &s->src[i];
-	m->msg_namelen = s->in[i].msg_hdr.msg_namelen;
-	m->msg_iov = &s->out_iov[j];
-	m->msg_iovlen = 1;
-	m->msg_control = clen ? s->tx[j].buf : NULL;
-	m->msg_controllen = clen;
-	s->out_gso[j] = clen ? gso : 0;
+	s->out_gso[j] = gso && len > gso ? gso : 0;
+	s->out_src[j] = (uint8_t)i;
 }
 
 /* One recvmmsg: every datagram counted, and echoed or dropped. */
@@ -179,7 +232,7 @@ static void receive(struct worker *w, struct epu_sock *s)
 		}
 		if (dgram_check(&w->dc, (const struct sockaddr *)&s->src[i], m->msg_namelen, count))
 			continue;
-		queue_echo(w, s, i, len, gso);
+		queue_echo(s, i, len, gso);
 	}
 	if (n < EPU_BATCH)
 		s->readable = false;             /* drained */

@@ -72,14 +72,20 @@ struct ur_group {
 };
 
 /* The echo of one received UDP buffer: the kernel reads msg, iov and
- * cbuf while its sendmsg is in flight, so each buffer has its own. */
+ * cbuf while its sendmsg is in flight, so each buffer has its own.  A
+ * buffer that leads a run (the next n - 1 of its FIFO coalesced into its
+ * send) points its msg at run_iov, one iovec per echo of the run. */
 struct ur_utx {
 	struct msghdr msg;
-	struct iovec iov;
+	struct iovec iov;               /* its own echo */
 	uint32_t next;                  /* the socket's FIFO: next buffer, or UR_UNONE */
 	uint16_t gso;                   /* GRO segment size, 0 if none */
 	uint8_t state;                  /* UT_* (backend_uring_udp.c) */
+	uint8_t n;                      /* sent by it: echoes of its run (1: its own) */
+	uint16_t seg;                   /* sent by it: UDP_SEGMENT (0: none) */
+	uint32_t bytes;                 /* sent by it: the payload */
 	char cbuf[DGRAM_CMSG_SPACE] __attribute__((aligned(8)));
+	struct iovec run_iov[DGRAM_COALESCE_MAX];   /* touched only by a run */
 };
 #define UR_UNONE UINT32_MAX
 

@@ -6,7 +6,13 @@
  * recvmsg_out helpers, checked (dgram_check), and queued on its socket's
  * FIFO; the echo is a sendmsg straight from that buffer (its own
  * msghdr, iovec and UDP_SEGMENT control area), and the buffer goes back
- * to the ring when the send completes.
+ * to the ring when the send completes.  When a chain is built, runs of
+ * consecutive echoes to one peer (dgram_coalesce) go out as one sendmsg
+ * led by the run's first buffer, UDP_SEGMENT = its length, with an iovec
+ * per buffer of the run (the leader's run_iov, allocated with the send
+ * areas); the whole run completes, is retried or is dropped with that one
+ * CQE.  A run the kernel refuses (dgram_coalesce_failed) stays queued and
+ * goes out one by one in the next chain.
  *
  * Order within a flow: a flow's datagrams all arrive on one socket, so
  * the sends of one socket go out in receive order.  Each socket has at
@@ -44,6 +50,8 @@
 enum { UT_FREE, UT_QUEUED, UT_INFLIGHT, UT_DONE };
 
 #define UR_UDP_RETRY_MS 100     /* re-arm delay after repeated receive errors */
+
+_Static_assert(DGRAM_COALESCE_MAX <= UINT8_MAX, "ur_utx.n holds a run's length");
 
 static inline char *uu_buf(struct ur *ur, uint32_t bid)
 {
@@ -141,11 +149,7 @@ static void uu_received(struct worker *w, unsigned i, uint32_t bid, int res)
 	memset(&tx->msg, 0, sizeof(tx->msg));
 	tx->msg.msg_name = io_uring_recvmsg_name(o);
 	tx->msg.msg_namelen = o->namelen;
-	tx->msg.msg_iov = &tx->iov;
-	tx->msg.msg_iovlen = 1;
-	tx->msg.msg_controllen = dgram_put_segment(&w->dc, tx->cbuf, gso, len);
-	tx->msg.msg_control = tx->msg.msg_controllen ? tx->cbuf : NULL;
-	tx->gso = gso;
+	tx->gso = gso && len > gso ? gso : 0;
 	tx->state = UT_QUEUED;
 	tx->next = UR_UNONE;
 	s->held++;
@@ -223,6 +227,56 @@ static void uu_reap(struct ur *ur, struct ur_usock *s)
 	}
 }
 
+static void uu_desc(const struct ur_utx *tx, struct dgram_desc *d)
+{
+	d->peer = tx->msg.msg_name;
+	d->peerlen = tx->msg.msg_namelen;
+	d->len = tx->iov.iov_len;
+	d->gso = tx->gso;
+}
+
+/* Make tx's send: its own echo, or the run of it and the queued echoes
+ * after it (in flight with it).  Returns the buffer after the send's. */
+static uint32_t uu_prep_run(struct ur *ur, struct dgram_ctx *dc, struct ur_utx *tx,
+			    size_t seg_max)
+{
+	uint32_t b = tx->next;
+	struct dgram_run run;
+	struct dgram_desc d;
+	uint16_t seg = tx->gso;
+	size_t clen;
+
+	uu_desc(tx, &d);
+	if (dgram_run_begin(&run, &d, seg_max)) {
+		for (; b != UR_UNONE; b = ur->u.tx[b].next) {
+			struct ur_utx *m = &ur->u.tx[b];
+
+			uu_desc(m, &d);
+			if (!dgram_run_join(&run, &d))
+				break;
+			if (run.n == 2)
+				tx->run_iov[0] = tx->iov;    /* touched only by a run */
+			tx->run_iov[run.n - 1] = m->iov;
+			m->state = UT_INFLIGHT;
+		}
+	}
+	if (run.n > 1) {
+		seg = (uint16_t)run.seg;
+		tx->msg.msg_iov = tx->run_iov;
+	} else {
+		tx->msg.msg_iov = &tx->iov;
+	}
+	tx->msg.msg_iovlen = run.n;
+	clen = dgram_put_segment(dc, tx->cbuf, seg, run.bytes);
+	tx->msg.msg_controllen = clen;
+	tx->msg.msg_control = clen ? tx->cbuf : NULL;
+	tx->n = (uint8_t)run.n;
+	tx->seg = clen ? seg : 0;
+	tx->bytes = (uint32_t)run.bytes;
+	tx->state = UT_INFLIGHT;
+	return b;
+}
+
 /* Submit the socket's queued echoes as one chain, in order, unless a
  * chain is still in flight.  The chain is put in the SQ whole: a submit
  * in its middle would cut the link. */
@@ -233,6 +287,7 @@ static void uu_flush(struct worker *w, unsigned i)
 	struct io_uring_sqe *sqe = NULL;
 	/* a chain takes at most half the SQ (smaller when the CQ knob shrank it) */
 	unsigned n = 0, need = 0, most = ur->ring.sq.ring_entries / 2;
+	size_t seg_max = dgram_coalesce_limit(&w->dc, i);
 
 	if (s->chain || s->q_head == UR_UNONE)
 		return;
@@ -254,18 +309,25 @@ static void uu_flush(struct worker *w, unsigned i)
 		s->poll_first = false;
 		s->chain++;
 	}
-	for (uint32_t b = s->q_head; b != UR_UNONE && n < most; b = ur->u.tx[b].next) {
+	for (uint32_t b = s->q_head, next; b != UR_UNONE && n < most; b = next) {
 		struct ur_utx *tx = &ur->u.tx[b];
 
+		next = uu_prep_run(ur, &w->dc, tx, seg_max);
 		if (sqe)
 			sqe->flags |= IOSQE_IO_LINK;
 		sqe = ur_sqe(w);
 		io_uring_prep_sendmsg(sqe, w->udp_fds[i], &tx->msg, 0);
 		io_uring_sqe_set_data64(sqe, ud_make(UOP_USEND, i, b));
-		tx->state = UT_INFLIGHT;
 		s->chain++;
 		n++;
 	}
+}
+
+/* The n buffers of a send, from its leader bid on: in state. */
+static void uu_mark(struct ur *ur, uint32_t bid, unsigned n, uint8_t state)
+{
+	for (; n-- && bid != UR_UNONE; bid = ur->u.tx[bid].next)
+		ur->u.tx[bid].state = state;
 }
 
 static void uu_on_send(struct worker *w, struct io_uring_cqe *cqe)
@@ -281,20 +343,26 @@ static void uu_on_send(struct worker *w, struct io_uring_cqe *cqe)
 	tx = &ur->u.tx[bid];
 	ur->u.s[i].chain--;
 	if (res >= 0) {
-		dgram_sent(&w->dc, tx->iov.iov_len, tx->gso);
-		tx->state = UT_DONE;
+		dgram_sent(&w->dc, tx->bytes, tx->seg);
+		if (tx->n > 1)
+			dgram_coalesced(&w->dc, tx->n);
+		uu_mark(ur, bid, tx->n, UT_DONE);
 	} else if (res == -ECANCELED || res == -EAGAIN || res == -EINTR) {
 		/* a broken chain, or the socket cannot take it now: again,
 		 * in its place */
-		tx->state = UT_QUEUED;
+		uu_mark(ur, bid, tx->n, UT_QUEUED);
 		if (res == -EAGAIN)
 			ur->u.s[i].poll_first = true;
+	} else if (dgram_coalesce_failed(&w->dc, i, w->udp_fds[i], "sendmsg", tx->seg, tx->n,
+					 -res)) {
+		/* a run refused: the next chain sends its echoes one by one */
+		uu_mark(ur, bid, tx->n, UT_QUEUED);
 	} else {
 		ctr_add(&w->cc.ctr->op_errors[WOP_SEND], 1);
-		log_errno(LOG_DEBUG, res, "worker %u: sendmsg fd %d, %zu bytes", w->id,
-			  w->udp_fds[i], tx->iov.iov_len);
-		dgram_drop(&w->dc, DDROP_SEND_ERROR, dgram_count(tx->iov.iov_len, tx->gso));
-		tx->state = UT_DONE;
+		log_errno(LOG_DEBUG, res, "worker %u: sendmsg fd %d, %u bytes", w->id,
+			  w->udp_fds[i], tx->bytes);
+		dgram_drop(&w->dc, DDROP_SEND_ERROR, dgram_count(tx->bytes, tx->seg));
+		uu_mark(ur, bid, tx->n, UT_DONE);
 	}
 }
 

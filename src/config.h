@@ -129,6 +129,7 @@ struct echod_config {
 		unsigned n_listen;              /* "udp.listen": default ["0.0.0.0","::"] */
 		struct config_addr listen[CONFIG_MAX_LISTEN];
 		bool gro;                       /* "udp.gro": UDP_GRO in, UDP_SEGMENT out; default true */
+		bool coalesce;                  /* "udp.coalesce": runs of echoes in one UDP_SEGMENT send; default true */
 		unsigned n_loop_ports;          /* "udp.loop_ports": source ports never answered */
 		uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 		uint32_t receive_buffer;        /* "udp.receive_buffer": SO_RCVBUF, 0 = leave it */
@@ -196,7 +197,8 @@ const char *config_log_level_name(int level);
 						  proxy_protocol.enabled and .timeout */
 #define CONFIG_CHANGED_LOG_LEVEL    (1u << 5)
 #define CONFIG_CHANGED_METRICS      (1u << 6)
-#define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.loop_ports, udp.receive_buffer */
+#define CONFIG_CHANGED_UDP          (1u << 7)  /* udp.gro, udp.coalesce, udp.loop_ports,
+						  udp.receive_buffer */
 #define CONFIG_CHANGED_POLICY       (1u << 8)  /* allow, deny, proxy_protocol.trusted */
 #define CONFIG_CHANGED_PER_SOURCE   (1u << 9)  /* per_source.*, but table_size */
 #define CONFIG_CHANGED_PER_SOURCE_TABLE (1u << 10)  /* per_source.table_size */

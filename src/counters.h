@@ -48,6 +48,9 @@ struct worker_counters {
 	_Atomic uint64_t udp_tx_bytes;
 	_Atomic uint64_t udp_drops[DDROP__COUNT];  /* UDP: datagrams not echoed, by reason */
 	_Atomic uint64_t udp_gro_receives;   /* UDP: receives that coalesced several datagrams */
+	_Atomic uint64_t udp_coalesced_sends;     /* UDP: sends carrying several echoes received apart */
+	_Atomic uint64_t udp_coalesced_datagrams; /* UDP: the echoes in them */
+	_Atomic uint64_t udp_coalesce_fallbacks;  /* UDP: such sends refused, sent one by one */
 	_Atomic uint64_t udp_kernel_drops;   /* UDP: the kernel's receive-queue drops (SO_RXQ_OVFL) */
 	_Atomic uint64_t proxy_headers;      /* PROXY headers accepted (then the source judged) */
 	/* connections refused over their PROXY header, by reason - 1

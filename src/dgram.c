@@ -26,15 +26,18 @@ void dgram_init(struct dgram_ctx *dc, struct worker_counters *ctr, unsigned work
 	memset(dc, 0, sizeof(*dc));
 	dc->ctr = ctr;
 	dc->worker_id = worker_id;
+	for (unsigned i = 0; i < DGRAM_MAX_SOCKETS; i++)
+		dc->seg_ceiling[i] = UINT16_MAX;
 }
 
-void dgram_set_params(struct dgram_ctx *dc, bool gro, const uint16_t *loop_ports,
+void dgram_set_params(struct dgram_ctx *dc, bool gro, bool coalesce, const uint16_t *loop_ports,
 		      unsigned n_loop_ports, const struct policy *policy)
 {
 	dc->policy = policy;
 	if (n_loop_ports > CONFIG_MAX_LOOP_PORTS)
 		n_loop_ports = CONFIG_MAX_LOOP_PORTS;
 	dc->gro = gro;
+	dc->coalesce = coalesce;
 	dc->n_loop_ports = n_loop_ports;
 	if (n_loop_ports)
 		memcpy(dc->loop_ports, loop_ports, n_loop_ports * sizeof(*loop_ports));
@@ -230,6 +233,96 @@ size_t dgram_put_segment(const struct dgram_ctx *dc, void *cbuf, uint16_t gso_si
 	c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
 	memcpy(CMSG_DATA(c), &gso_size, sizeof(gso_size));
 	return CMSG_SPACE(sizeof(uint16_t));
+}
+
+/* ---- coalescing ---- */
+
+/* The payload one send to peer may carry; 0: neither IPv4 nor IPv6. */
+static size_t send_max(const struct sockaddr *peer, socklen_t peerlen)
+{
+	uint8_t a[16];
+	uint16_t port;
+
+	if (!peer || !policy_source(peer, peerlen, a, &port))
+		return 0;
+	/* an IPv4-mapped peer of an IPv6 socket goes out as IPv4 */
+	return is_v4(a) ? DGRAM_SEND_MAX_V4 : DGRAM_SEND_MAX_V6;
+}
+
+/* Several datagrams in one receive: echoed with their own segment size. */
+static bool gro_batch(const struct dgram_desc *d)
+{
+	return d->gso && d->len > d->gso;
+}
+
+bool dgram_run_begin(struct dgram_run *r, const struct dgram_desc *d, size_t seg_max)
+{
+	r->peer = d->peer;
+	r->peerlen = d->peerlen;
+	r->seg = d->len;
+	r->bytes = d->len;
+	r->n = 1;
+	r->max_bytes = send_max(d->peer, d->peerlen);
+	r->closed = !d->len || gro_batch(d) || d->len > seg_max || !r->max_bytes;
+	return !r->closed;
+}
+
+bool dgram_run_join(struct dgram_run *r, const struct dgram_desc *d)
+{
+	if (r->closed || !d->len || gro_batch(d) || d->len > r->seg ||
+	    r->n >= DGRAM_COALESCE_MAX || d->len > r->max_bytes - r->bytes ||
+	    d->peerlen != r->peerlen || memcmp(d->peer, r->peer, r->peerlen) != 0)
+		return false;
+	r->n++;
+	r->bytes += d->len;
+	r->closed = d->len < r->seg;
+	return true;
+}
+
+unsigned dgram_coalesce(const struct dgram_desc *d, unsigned n, size_t seg_max)
+{
+	struct dgram_run r;
+
+	if (!n)
+		return 0;
+	if (dgram_run_begin(&r, &d[0], seg_max))
+		while (r.n < n && dgram_run_join(&r, &d[r.n]))
+			;
+	return r.n;
+}
+
+size_t dgram_coalesce_limit(const struct dgram_ctx *dc, unsigned sock_i)
+{
+	if (!dc->coalesce || sock_i >= DGRAM_MAX_SOCKETS)
+		return 0;
+	return dc->seg_ceiling[sock_i];
+}
+
+bool dgram_coalesce_failed(struct dgram_ctx *dc, unsigned sock_i, int fd, const char *syscall,
+			   size_t seg, unsigned n, int err)
+{
+	uint16_t was;
+
+	if (n < 2 || sock_i >= DGRAM_MAX_SOCKETS || (err != EINVAL && err != EMSGSIZE && err != EIO))
+		return false;
+	was = dc->seg_ceiling[sock_i];
+	/* EIO: the route cannot take any (no checksum offload, xfrm) */
+	dc->seg_ceiling[sock_i] = err == EIO || seg == 0 ? 0 :
+				  (uint16_t)(seg - 1 < was ? seg - 1 : was);
+	ctr_add(&dc->ctr->udp_coalesce_fallbacks, 1);
+	log_errno(dc->fallback_logged[sock_i] ? LOG_DEBUG : LOG_WARNING, err,
+		  "worker %u: UDP fd %d: %s of %u datagrams as one (UDP_SEGMENT %zu) refused; "
+		  "sent one by one, and on this socket %s", dc->worker_id, fd, syscall, n, seg,
+		  dc->seg_ceiling[sock_i] ? "only datagrams smaller than that are coalesced from now on"
+					  : "none are coalesced any more");
+	dc->fallback_logged[sock_i] = true;
+	return true;
+}
+
+void dgram_coalesced(struct dgram_ctx *dc, unsigned n)
+{
+	ctr_add(&dc->ctr->udp_coalesced_sends, 1);
+	ctr_add(&dc->ctr->udp_coalesced_datagrams, n);
 }
 
 /* ---- counting ---- */

@@ -289,6 +289,12 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 		      DDROP__COUNT, offsetof(struct worker_counters, udp_drops));
 	PW(b, m, "echod_udp_gro_receives_total", "counter", udp_gro_receives,
 	   "UDP receives that coalesced several datagrams (UDP_GRO), echoed in one send.");
+	PW(b, m, "echod_udp_coalesced_sends_total", "counter", udp_coalesced_sends,
+	   "UDP sends that echoed several datagrams received apart (udp.coalesce, UDP_SEGMENT).");
+	PW(b, m, "echod_udp_coalesced_datagrams_total", "counter", udp_coalesced_datagrams,
+	   "UDP datagrams echoed in those sends.");
+	PW(b, m, "echod_udp_coalesce_fallbacks_total", "counter", udp_coalesce_fallbacks,
+	   "Coalesced UDP sends the kernel refused (EINVAL, EMSGSIZE, EIO), sent one by one.");
 	PW(b, m, "echod_udp_kernel_drops_total", "counter", udp_kernel_drops,
 	   "UDP datagrams the kernel dropped for lack of receive-buffer room (SO_RXQ_OVFL).");
 	PW(b, m, "echod_proxy_headers_total", "counter", proxy_headers,

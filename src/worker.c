@@ -32,6 +32,7 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
 	p->busy_poll_ns = cfg->busy_poll_us * 1000u;
 	p->udp_gro = cfg->udp.gro;
+	p->udp_coalesce = cfg->udp.coalesce;
 	p->proxy_enabled = cfg->proxy_protocol.enabled;
 	p->proxy_timeout_ms = cfg->proxy_protocol.timeout * 1000u;
 	p->n_loop_ports = cfg->udp.n_loop_ports;
@@ -53,7 +54,8 @@ static void worker_apply_params(struct worker *w, const struct worker_params *p)
 		share = 2;
 	w->cc.max_bufs = per_conn < share ? per_conn : share;
 	w->cc.buf_reserve = w->buffer_count / 8 ? w->buffer_count / 8 : 1;
-	dgram_set_params(&w->dc, p->udp_gro, p->loop_ports, p->n_loop_ports, p->policy);
+	dgram_set_params(&w->dc, p->udp_gro, p->udp_coalesce, p->loop_ports, p->n_loop_ports,
+			 p->policy);
 }
 
 /* ---- UDP ---- */

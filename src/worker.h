@@ -31,6 +31,7 @@ struct worker_params {
 	uint32_t shutdown_ms;       /* drain deadline */
 	uint32_t busy_poll_ns;      /* busy_poll_us, in ns (0: off) */
 	bool udp_gro;               /* udp.gro (into dc.gro) */
+	bool udp_coalesce;          /* udp.coalesce (into dc.coalesce) */
 	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
 	uint16_t loop_ports[CONFIG_MAX_LOOP_PORTS];
 	bool proxy_enabled;         /* proxy_protocol.enabled */

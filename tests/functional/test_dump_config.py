@@ -139,6 +139,7 @@ every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];
          f"  tls_certificate = \"{tls_cert}\";\n  tls_key = \"{tls_key}\";\n"
          f"  basic_auth = [\"prometheus:{BCRYPT}\"];\n}};\n"
          "udp = {\n  enabled = true;\n  port = 7007;\n  listen = \"::1\";\n  gro = false;\n"
+         "  coalesce = false;\n"
          "  loop_ports = [];\n  receive_buffer = 0;\n};\n"
          "per_source = {\n  max_connections = 5;\n  connection_rate = 20;\n"
          "  connection_burst = 3;\n  datagram_rate = 1000;\n  datagram_burst = 100;\n"
