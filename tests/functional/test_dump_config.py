@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 37 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 38 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 

@@ -58,11 +58,30 @@ def counters(mport):
             "kernel": value(m, "echod_udp_kernel_drops_total")}
 
 
+def wait_stopped(pid, timeout=5.0):
+    """SIGSTOP is delivered asynchronously: wait until every thread of pid
+    is stopped (state T), so that no datagram of a burst is read early."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                continue
+        if states and all(st in ("T", "t") for st in states):
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"echod (pid {pid}) did not stop within {timeout} s")
+
+
 def burst(d, plan, dest):
     """Send plan [(socket, size), ...] in order while echod is stopped,
     then let it run; return {socket: [payloads sent]}."""
     sent = {}
     d.signal(signal.SIGSTOP)
+    wait_stopped(d.pid)
     try:
         for k, (s, n) in enumerate(plan):
             data = payload(k, n)
