@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "counters.h"
+#include "histogram.h"
 #include "persource.h"
 
 /* ---- state ---- */
@@ -107,6 +108,26 @@ static void per_worker_by(struct mbuf *b, struct metrics_state *m, const char *n
 		for (int k = 0; k < n; k++)
 			mbuf_printf(b, "%s{worker=\"%u\",%s=\"%s\"} %llu\n", name, i, label,
 				    values[k], counter(m, i, off + (size_t)k * sizeof(uint64_t)));
+}
+
+/* A histogram family (histogram.h) with a series per worker: the worker's
+ * counts plus its predecessors', rendered by the histogram module. */
+static void per_worker_hist(struct mbuf *b, struct metrics_state *m, enum hist_family f)
+{
+	const struct hist_def *d = &hist_defs[f];
+	const size_t off = offsetof(struct worker_counters, hist) + (size_t)f * sizeof(struct hist_counts);
+	uint64_t count[HIST_BOUNDS_MAX + 1];
+	char labels[32];
+
+	family(b, d->name, "histogram", d->help);
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		for (unsigned k = 0; k <= d->n; k++)
+			count[k] = counter(m, i, off + offsetof(struct hist_counts, count) +
+					   (size_t)k * sizeof(uint64_t));
+		snprintf(labels, sizeof(labels), "worker=\"%u\"", i);
+		hist_render(b, d, labels, count,
+			    counter(m, i, off + offsetof(struct hist_counts, sum)));
+	}
 }
 
 /* ---- process_* from /proc ---- */
@@ -223,6 +244,8 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	PW(b, m, "echod_sent_bytes_total", "counter", bytes_sent, "Bytes echoed back to clients.");
 	PW(b, m, "echod_discarded_bytes_total", "counter", bytes_discarded,
 	   "Bytes received after echod shut its write side while stopping, not echoed.");
+	for (int f = 0; f < HIST__COUNT; f++)
+		per_worker_hist(b, m, (enum hist_family)f);
 	PW(b, m, "echod_backpressure_pauses_total", "counter", backpressure_pauses,
 	   "Times a connection stopped being read because its unsent bytes reached max_pending.");
 	PW(b, m, "echod_buffer_exhaustion_total", "counter", buf_exhausted,
