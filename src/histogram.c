@@ -30,7 +30,7 @@ static const uint64_t bytes_bounds[] = {
 
 /* Loopback and a LAN (tens of us) to a satellite link (about 600 ms). */
 static const uint64_t rtt_bounds[] = {
-	25, 50, 100, 250, 500, MS(1), 2500, MS(5), MS(10), MS(25), MS(50),
+	10, 25, 50, 100, 250, 500, MS(1), 2500, MS(5), MS(10), MS(25), MS(50),
 	MS(100), MS(250), MS(500), S(1), MS(2500),
 };
 

@@ -299,8 +299,9 @@ void worker_slot_release(struct worker *w, struct conn *c)
 
 /* c closes (its fd still open): its duration, the bytes echoed and the
  * kernel's smoothed RTT into the worker's histograms.  tcpi_rtt 0 is no
- * sample (nothing acknowledged, e.g. reset before the first byte): not
- * observed, so the RTT histogram counts at most the connections closed. */
+ * sample (the kernel takes one from the handshake's SYN-ACK unless it was
+ * retransmitted, then from each ACK of data): not observed, so the RTT
+ * histogram counts at most the connections closed. */
 static void conn_observe(struct worker *w, struct conn *c)
 {
 	struct hist_counts *h = w->cc.ctr->hist;
