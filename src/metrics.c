@@ -115,7 +115,8 @@ static void per_worker_by(struct mbuf *b, struct metrics_state *m, const char *n
 static void per_worker_hist(struct mbuf *b, struct metrics_state *m, enum hist_family f)
 {
 	const struct hist_def *d = &hist_defs[f];
-	const size_t off = offsetof(struct worker_counters, hist) + (size_t)f * sizeof(struct hist_counts);
+	const size_t off = offsetof(struct worker_counters, hist) +
+			   (size_t)f * sizeof(struct hist_counts);
 	uint64_t count[HIST_BOUNDS_MAX + 1];
 	char labels[32];
 

@@ -4,8 +4,9 @@ echod_connection_bytes and echod_connection_rtt_seconds, observed when a
 connection closes.  Real loopback connections with known byte counts
 (none, 100, 5000 bytes echoed) and durations (at once, held open 0.3 s)
 land in the buckets their figures name, exactly; the byte sum is exact
-and equals echod_sent_bytes_total; each worker's _count of duration and
-bytes equals its echod_connections_closed_total; the RTT histogram has a
+and equals echod_sent_bytes_total; with two event loops, connections
+coming from each CPU in turn, each worker's _count of duration and bytes
+equals its echod_connections_closed_total; the RTT histogram has a
 sample per connection that exchanged bytes, all in the loopback's
 buckets; the buckets are cumulative and end in +Inf = _count; README.md
 lists each family's bounds as echod exports them.  Through a restart by
@@ -29,10 +30,18 @@ DUR, BYTES, RTT = ("echod_connection_duration_seconds", "echod_connection_bytes"
                    "echod_connection_rtt_seconds")
 
 
-def echo(port, nbytes, hold=0.0):
+def echo(port, nbytes, hold=0.0, cpu=None):
     """A connection that sends nbytes, reads every one back, stays open
-    hold seconds, then closes; the bytes come back intact or it raises."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    hold seconds, then closes; the bytes come back intact or it raises.
+    cpu: connect from that CPU (a loopback connection reaches the event
+    loop of the CPU it came from)."""
+    allowed = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    finally:
+        os.sched_setaffinity(0, allowed)
     try:
         data = bytes((i * 7 + 3) % 251 for i in range(nbytes))
         if data:
@@ -87,8 +96,10 @@ def readme_bounds():
 tap = Tap(timeout=120 * len(backends()))
 for be in backends():
     mport = free_port()
-    with tap.guard(be), Daemon(be, metrics={"enabled": True, "address": "127.0.0.1",
-                                            "port": mport}) as d:
+    # two event loops where two CPUs are allowed: the families per worker
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    with tap.guard(be), Daemon(be, core=cores, metrics={"enabled": True, "address": "127.0.0.1",
+                                                        "port": mport}) as d:
         st, _, body = request(mport)
         text = body.decode()
         exported = {}
@@ -107,12 +118,13 @@ for be in backends():
         before = scrape(mport)
         # known connections: 2 that echo nothing, 5 of 100 bytes, 3 of 5000
         # bytes held open 0.3 s after their echo
-        for _ in range(2):
-            echo(d.port, 0)
-        for _ in range(5):
-            echo(d.port, 100)
-        for _ in range(3):
-            echo(d.port, 5000, hold=0.3)
+        # from each CPU in turn: both event loops observe
+        for i in range(2):
+            echo(d.port, 0, cpu=cores[i % len(cores)])
+        for i in range(5):
+            echo(d.port, 100, cpu=cores[i % len(cores)])
+        for i in range(3):
+            echo(d.port, 5000, hold=0.3, cpu=cores[i % len(cores)])
         closed0 = value(before, "echod_connections_closed_total")
         poll_until(lambda: value(scrape(mport), "echod_connections_closed_total") >= closed0 + 10,
                    10)
@@ -148,9 +160,11 @@ for be in backends():
         per = [(w, value(after, DUR + "_count", worker=w), value(after, BYTES + "_count", worker=w),
                 value(after, RTT + "_count", worker=w),
                 value(after, "echod_connections_closed_total", worker=w)) for w in workers(after)]
-        tap.ok(len(per) >= 1 and all(dc == bc == c and rc <= c for _, dc, bc, rc, c in per),
-               f"[{be}] per worker: duration and bytes _count = echod_connections_closed_total, "
-               f"rtt _count <= it", diag=str(per))
+        tap.ok(len(per) == len(cores) and all(c > 0 for *_, c in per) and
+               all(dc == bc == c and rc <= c for _, dc, bc, rc, c in per),
+               f"[{be}] each of the {len(per)} workers closed some: duration and bytes _count "
+               f"= its echod_connections_closed_total, rtt _count <= it", diag=str(per))
+        tap.diag(f"per worker (worker, duration, bytes, rtt _count, closed): {per}")
         mono = all(all(a <= b for a, b in zip(v, v[1:]))
                    for f in (DUR, BYTES, RTT) for w in workers(after)
                    for v in [[c for _, c in sorted(buckets(after, f, worker=w).items())]])

@@ -65,7 +65,8 @@ static void test_edges(void)
 
 			if (hist_bucket(d, b) != k || hist_bucket(d, b + 1) != k + 1)
 				bad++;
-			if (b > 0 && (k == 0 || b - 1 > d->bounds[k - 1]) && hist_bucket(d, b - 1) != k)
+			if (b > 0 && (k == 0 || b - 1 > d->bounds[k - 1]) &&
+			    hist_bucket(d, b - 1) != k)
 				bad++;
 		}
 		tap_ok(!bad && hist_bucket(d, 0) == 0 && hist_bucket(d, UINT64_MAX) == d->n,
@@ -89,7 +90,8 @@ static void test_observe(void)
 	for (unsigned k = 0; k <= HIST_BOUNDS_MAX; k++)
 		total += get(&h.count[k]);
 	tap_ok(get(&h.count[0]) == 2 && get(&h.count[1]) == 1 &&
-	       get(&h.count[hist_bucket(d, 500000)]) == 1 && d->bounds[hist_bucket(d, 300000)] == 500000 &&
+	       get(&h.count[hist_bucket(d, 500000)]) == 1 &&
+	       d->bounds[hist_bucket(d, 300000)] == 500000 &&
 	       get(&h.count[d->n]) == 1 && total == 5,
 	       "observe: 0 and 0.001 s in le 0.001, 0.001001 in the next, 0.3 s in le 0.5, "
 	       "an hour and a microsecond in +Inf");
@@ -169,8 +171,8 @@ static void test_render(void)
 		rc[k] = k + 1;
 	hist_render(&b, rd, "worker=\"0\"", rc, 123);
 	for (line = strtok_r(b.p, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		if (sscanf(line, "echod_connection_rtt_seconds_bucket{worker=\"0\",le=\"%31[^\"]\"} %llu",
-			   le, &v) != 2)
+		if (sscanf(line, "echod_connection_rtt_seconds_bucket{worker=\"0\","
+			   "le=\"%31[^\"]\"} %llu", le, &v) != 2)
 			continue;
 		if (nb < rd->n)
 			hist_format(want, rd->bounds[nb], rd->unit_scale);
