@@ -10,7 +10,8 @@ equals its echod_connections_closed_total; the RTT histogram has a
 sample per connection that exchanged bytes, all in the loopback's
 buckets; the buckets are cumulative and end in +Inf = _count; README.md
 lists each family's bounds as echod exports them.  Through a restart by
-the fd store (this test playing systemd's part) a connection keeps its
+the fd store (this test playing systemd's part), as through a reload
+that hands the connections to new event loops, a connection keeps its
 start and the bytes echoed: the new echod observes its whole life (0.6 s
 open, 2000 + 3000 bytes), and its stored name carries them
 (conn.ID.FLAGS.sSTART.bBYTES)."""
@@ -176,6 +177,39 @@ for be in backends():
         tap.diag("\n".join(ln for ln in body.decode().splitlines()
                            if ln.startswith(RTT) or
                            ln.startswith("echod_connections_closed_total")))
+
+    # --- through a reload that hands the connections to new event loops
+    mport = free_port()
+    with tap.guard(be), Daemon(be, metrics={"enabled": True, "address": "127.0.0.1",
+                                            "port": mport}) as d:
+        echo(d.port, 100)                    # observed by the workers the reload replaces
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        try:
+            for part in (1000, 2000):
+                data = bytes(i % 239 for i in range(part))
+                s.sendall(data)
+                got = b""
+                while len(got) < part:
+                    got += s.recv(65536)
+                time.sleep(0.3)
+                if part == 1000:
+                    mark = d.log_mark()
+                    d.rewrite_config(buffer_count=512)
+                    d.signal(signal.SIGHUP)
+                    applied = d.wait_log(r"reload: configuration applied", 15, since=mark)
+        finally:
+            s.close()
+        poll_until(lambda: value(scrape(mport), "echod_connections_closed_total") >= 2, 10)
+        m = scrape(mport)
+        bd, dd = buckets(m, BYTES), buckets(m, DUR)
+        tap.ok(applied and got == data and value(m, "echod_connections_closed_total") == 2 and
+               in_bucket(bd, 64, 256) == 1 and in_bucket(bd, 1024, 4096) == 1 and
+               value(m, BYTES + "_sum") == 3100 and dd.get(0.5, 0) == 1 and
+               dd[float("inf")] == 2 and value(m, DUR + "_sum") >= 0.6,
+               f"[{be}] through a reload's hand-over to new event loops: the counts before it "
+               f"kept, the connection handed over observed whole (1000 + 2000 bytes, "
+               f"{value(m, DUR + '_sum'):.3f} s in all)",
+               diag=f"{sorted(bd.items())}\n{sorted(dd.items())}\n{d.log_tail()}")
 
     # --- through a restart by the fd store
     n = Notify()
