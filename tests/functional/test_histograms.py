@@ -9,7 +9,8 @@ coming from each CPU in turn, each worker's _count of duration and bytes
 equals its echod_connections_closed_total; the RTT histogram has a
 sample per connection that exchanged bytes, all in the loopback's
 buckets; the buckets are cumulative and end in +Inf = _count; README.md
-lists each family's bounds as echod exports them.  Through a restart by
+lists each family's bounds, and echod(8) their range, as echod exports
+them.  Through a restart by
 the fd store (this test playing systemd's part), as through a reload
 that hands the connections to new event loops, a connection keeps its
 start and the bytes echoed: the new echod observes its whole life (0.6 s
@@ -86,6 +87,19 @@ def workers(series):
                    if n == "echod_connections_closed_total"})
 
 
+def man_ranges():
+    """{family: (first le, last le)} from echod(8): "buckets A to B"."""
+    with open(os.path.join(ECHOD_SRCDIR, "man", "echod.8.in")) as f:
+        text = f.read()
+    out = {}
+    for m in re.finditer(r"^\.B (echod_connection_\w+)\{worker\}\n(.*?)(?=^\.TP)", text,
+                         re.M | re.S):
+        r = re.search(r"buckets ([0-9.]+) to ([0-9.]+)", m.group(2))
+        if r:
+            out[m.group(1)] = (r.group(1), r.group(2))
+    return out
+
+
 def readme_bounds():
     """{family: [le strings]} from README.md's list of bucket bounds."""
     with open(os.path.join(ECHOD_SRCDIR, "README.md")) as f:
@@ -115,6 +129,10 @@ for be in backends():
         tap.ok(all(doc.get(f) == exported[f][:-1] for f in exported),
                f"[{be}] README.md lists each family's bucket bounds as echod exports them",
                diag=f"README {doc}\nexported {exported}")
+        man = man_ranges()
+        tap.ok(all(man.get(f) == (exported[f][0], exported[f][-2]) for f in exported),
+               f"[{be}] echod(8) gives each family's first and last bound as echod exports them",
+               diag=f"echod(8) {man}")
 
         before = scrape(mport)
         # known connections: 2 that echo nothing, 5 of 100 bytes, 3 of 5000
