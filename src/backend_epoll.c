@@ -155,11 +155,7 @@ static void ep_close(struct worker *w, struct conn *c)
 		ilist_remove(w, &ep->waitbuf, c, WAIT);
 	if (c->bstate & EB_READY)
 		ilist_remove(w, &ep->ready, c, WAIT);
-	if (close(c->fd) < 0) {
-		ctr_add(&w->cc.ctr->op_errors[WOP_CLOSE], 1);
-		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
-	}
-	worker_conn_free(w, c);
+	worker_conn_free(w, c);         /* closes c->fd */
 }
 
 /* Send what is queued; a short send means the socket is full. */

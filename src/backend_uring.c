@@ -212,11 +212,7 @@ static void ur_unstarve(struct worker *w, struct conn *c)
 static void ur_finish_close(struct worker *w, struct conn *c)
 {
 	ur_unstarve(w, c);
-	if (close(c->fd) < 0) {
-		ctr_add(&w->cc.ctr->op_errors[WOP_CLOSE], 1);
-		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
-	}
-	worker_conn_free(w, c);
+	worker_conn_free(w, c);         /* closes c->fd */
 }
 
 /* Cancel every op in flight on c (once); their completions follow.
@@ -625,7 +621,6 @@ static void ur_fini(struct worker *w)
 
 		ur_unstarve(w, c);
 		conn_fail(&w->cc, c, 0);
-		close(c->fd);
 		worker_conn_free(w, c);
 	}
 	ur_udp_fini(w);

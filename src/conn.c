@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A segment this small is copied into the tail buffer's free room rather
  * than holding a buffer of its own, so that a client sending tiny pieces
@@ -158,6 +159,7 @@ void conn_sent(struct conn_ctx *cc, struct conn *c, uint32_t n)
 	if (n > c->pending)
 		n = c->pending;       /* cannot happen; never walk off the queue */
 	ctr_add(&cc->ctr->bytes_sent, n);
+	c->sent += n;
 	if (n)
 		conn_touch(cc, c);
 	conn_drop_head(cc, c, n);
@@ -310,6 +312,8 @@ int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e
 	e->len = c->pending;
 	e->data = NULL;
 	e->src_slot = c->src_slot;
+	e->start_us = c->start_us;
+	e->sent = c->sent;
 	/* a PROXY header's source travels along (the peer address is the
 	 * proxy's); any other is the peer's, read again by who counts it */
 	e->src_known = (c->flags & CONN_PROXIED) != 0;
@@ -341,6 +345,9 @@ void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e)
 	(void)cc;
 	c->flags |= e->flags & CONN_EXPORTED_FLAGS;
 	c->src_slot = e->src_slot;
+	if (e->start_us)
+		c->start_us = e->start_us;
+	c->sent = e->sent;
 	if (e->src_known) {
 		c->flags |= CONN_PROXIED;
 		memcpy(c->src, e->src, sizeof(c->src));
@@ -356,6 +363,14 @@ void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e)
 	e->data = NULL;
 }
 
+uint64_t conn_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void conn_start(struct conn_ctx *cc, struct conn *c)
 {
 	c->q_head = c->q_tail = BUF_NONE;
@@ -365,6 +380,8 @@ void conn_start(struct conn_ctx *cc, struct conn *c)
 	c->carry_off = c->carry_len = 0;
 	c->src_slot = PERSOURCE_NONE;  /* the caller counts it */
 	c->last_active = cc->now_ms;
+	c->start_us = conn_now_us();
+	c->sent = 0;
 }
 
 void conn_drop(struct conn_ctx *cc, struct conn *c)

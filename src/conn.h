@@ -100,6 +100,9 @@ struct conn {
 				  ::ffff:a.b.c.d), which the peer's is not */
 	uint32_t src_slot;     /* its source's entry in the per-source table, counted
 				  until the connection closes (PERSOURCE_NONE: untracked) */
+	uint64_t start_us;     /* when it was accepted (conn_now_us), for the duration
+				  histogram; kept through hand-overs and the fd store */
+	uint64_t sent;         /* bytes echoed to it, for the bytes histogram; kept too */
 };
 
 /* What the echo logic works with: owned by one worker (its thread). */
@@ -137,6 +140,9 @@ struct conn_export {
 	bool src_known;        /* src holds its source (one the peer address does not
 				  give, e.g. a PROXY header's), else the peer address is */
 	uint8_t src[16];       /* IPv4 as ::ffff:a.b.c.d */
+	uint64_t start_us;     /* when it was accepted (conn_now_us); 0: not known, the
+				  importer counts its duration from the import */
+	uint64_t sent;         /* bytes echoed to it so far */
 };
 
 /* Queue len bytes received into buffer bid at offset off.  Takes the
@@ -207,15 +213,22 @@ unsigned conn_next(struct conn_ctx *cc, struct conn *c);
 bool conn_want_read(struct conn_ctx *cc, struct conn *c);
 
 /* Export c's state into e (fd, flags, the unsent bytes copied out, its
- * per-source slot, still counted; src unknown).  0 or -ENOMEM. */
+ * per-source slot, still counted; src unknown; start and bytes echoed).
+ * 0 or -ENOMEM. */
 int conn_export(struct conn_ctx *cc, const struct conn *c, struct conn_export *e);
 /* Take e's state into a fresh slot c: e->data becomes c's carry, and
- * e->src_slot its per-source slot. */
+ * e->src_slot its per-source slot; its start (if known) and bytes echoed. */
 void conn_import(struct conn_ctx *cc, struct conn *c, struct conn_export *e);
 /* Release the carry, if any. */
 void conn_carry_free(struct conn *c);
 
-/* A fresh connection on a new slot: nothing queued, active now. */
+/* The clock of a connection's start and close: CLOCK_MONOTONIC in
+ * microseconds (the same in every process until a reboot, so a start
+ * survives the fd store). */
+uint64_t conn_now_us(void);
+
+/* A fresh connection on a new slot: nothing queued, active now, started
+ * now (conn_now_us), nothing echoed yet. */
 void conn_start(struct conn_ctx *cc, struct conn *c);
 /* The connection ends: its queue's buffers go back to the pool and its
  * carry is freed (what was unsent is dropped). */

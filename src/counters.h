@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "histogram.h"
 #include "proxy.h"
 
 #define CACHELINE 64
@@ -56,6 +57,9 @@ struct worker_counters {
 	/* connections refused over their PROXY header, by reason - 1
 	 * (enum proxy_reason: proxy_reason_name() is the label) */
 	_Atomic uint64_t proxy_refused[PROXY_REASON_COUNT - 1];
+	/* connections closed (each counted in closed): their duration, bytes
+	 * echoed and TCP RTT (histogram.h: enum hist_family) */
+	struct hist_counts hist[HIST__COUNT];
 	_Atomic uint64_t current;            /* connections open now (a gauge: last) */
 } __attribute__((aligned(CACHELINE)));
 

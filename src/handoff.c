@@ -13,6 +13,9 @@
 
 #include "log.h"
 
+_Static_assert(HANDOFF_NAME_MAX <= sizeof(((struct handed_fd *)0)->name),
+	       "a stored name comes back whole in struct handed_fd");
+
 bool handoff_available(void)
 {
 	const char *s = getenv("NOTIFY_SOCKET");
@@ -58,36 +61,93 @@ static int data_fd(const struct conn_export *e)
 	return fd;
 }
 
-void handoff_conn_name(char *buf, size_t size, unsigned id, const struct conn_export *e)
+/* Append part to buf (holding *n bytes) if it fits whole. */
+static void append(char *buf, size_t size, size_t *n, const char *part)
 {
-	int n = snprintf(buf, size, "conn.%u.%u", id, e->flags & CONN_EXPORTED_FLAGS);
+	size_t len = strlen(part);
 
-	if (!e->src_known || n < 0 || (size_t)n + 1 + 32 >= size)
-		return;           /* a source whole or none */
-	buf[n++] = '.';
-	for (unsigned k = 0; k < 16; k++, n += 2)
-		snprintf(buf + n, size - (size_t)n, "%02x", e->src[k]);
+	if (*n + len < size) {
+		memcpy(buf + *n, part, len + 1);
+		*n += len;
+	}
 }
 
-bool handoff_parse_conn_name(const char *name, unsigned *id, unsigned *flags, uint8_t src[16],
-			     bool *src_known)
+void handoff_conn_name(char *buf, size_t size, unsigned id, const struct conn_export *e)
 {
+	char part[40];
+	size_t n = 0;
+
+	if (!size)
+		return;
+	buf[0] = '\0';
+	snprintf(part, sizeof(part), "conn.%u.%u", id, e->flags & CONN_EXPORTED_FLAGS);
+	append(buf, size, &n, part);
+	if (e->src_known) {
+		part[0] = '.';
+		for (unsigned k = 0; k < 16; k++)
+			snprintf(part + 1 + 2 * k, sizeof(part) - 1 - 2 * k, "%02x", e->src[k]);
+		append(buf, size, &n, part);
+	}
+	if (e->start_us) {
+		snprintf(part, sizeof(part), ".s%llu", (unsigned long long)e->start_us);
+		append(buf, size, &n, part);
+	}
+	if (e->sent) {
+		snprintf(part, sizeof(part), ".b%llu", (unsigned long long)e->sent);
+		append(buf, size, &n, part);
+	}
+}
+
+/* A decimal number of len bytes at p, all digits, within 64 bits. */
+static bool parse_u64(const char *p, size_t len, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (!len || len > 20)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned d = (unsigned)(p[i] - '0');
+
+		if (d > 9 || x > (UINT64_MAX - d) / 10)
+			return false;
+		x = x * 10 + d;
+	}
+	*v = x;
+	return true;
+}
+
+bool handoff_parse_conn_name(const char *name, unsigned *id, struct conn_export *e)
+{
+	unsigned flags;
 	int end = -1;
 
-	*src_known = false;
-	if (sscanf(name, "conn.%u.%u%n", id, flags, &end) != 2 || end < 0)
+	e->src_known = false;
+	e->start_us = e->sent = 0;
+	if (sscanf(name, "conn.%u.%u%n", id, &flags, &end) != 2 || end < 0)
 		return false;
-	name += end;
-	if (*name != '.' || strlen(name + 1) != 32 ||
-	    strspn(name + 1, "0123456789abcdef") != 32)
-		return true;         /* no source: the peer address is its source */
-	for (unsigned k = 0; k < 16; k++) {
-		unsigned v;
+	e->flags = flags;
+	/* the parts: ".SRC", ".sSTART", ".bBYTES" */
+	for (name += end; *name == '.'; ) {
+		const char *p = name + 1;
+		size_t len = strcspn(p, ".");
 
-		sscanf(name + 1 + 2 * k, "%2x", &v);
-		src[k] = (uint8_t)v;
+		if (len == 32 && strspn(p, "0123456789abcdef") >= 32 && !e->src_known) {
+			for (unsigned k = 0; k < 16; k++) {
+				unsigned v;
+
+				sscanf(p + 2 * k, "%2x", &v);
+				e->src[k] = (uint8_t)v;
+			}
+			e->src_known = true;
+		} else if (*p == 's') {
+			if (!parse_u64(p + 1, len - 1, &e->start_us))
+				e->start_us = 0;
+		} else if (*p == 'b') {
+			if (!parse_u64(p + 1, len - 1, &e->sent))
+				e->sent = 0;
+		}
+		name = p + len;
 	}
-	*src_known = true;
 	return true;
 }
 
@@ -171,12 +231,11 @@ unsigned handoff_collect(struct handed_fd *h, unsigned n, struct conn_export **o
 
 	*out = e;
 	for (unsigned i = 0; i < n; i++) {
-		unsigned id, flags;
-		uint8_t src[16];
-		bool known;
+		struct conn_export named = { .fd = -1 };
+		unsigned id;
 		int r;
 
-		if (!handoff_parse_conn_name(h[i].name, &id, &flags, src, &known))
+		if (!handoff_parse_conn_name(h[i].name, &id, &named))
 			continue;
 		unstore(h[i].name);
 		r = sd_is_socket_inet(h[i].fd, AF_UNSPEC, SOCK_STREAM, 0, 0);
@@ -188,10 +247,12 @@ unsigned handoff_collect(struct handed_fd *h, unsigned n, struct conn_export **o
 		struct conn_export *x = &e[count];
 
 		x->fd = h[i].fd;
-		x->flags = flags & CONN_EXPORTED_FLAGS;
+		x->flags = named.flags & CONN_EXPORTED_FLAGS;
 		x->src_slot = PERSOURCE_NONE;        /* the worker that takes it counts it */
-		x->src_known = known;
-		memcpy(x->src, src, sizeof(x->src));
+		x->src_known = named.src_known;
+		memcpy(x->src, named.src, sizeof(x->src));
+		x->start_us = named.start_us;        /* 0: counted from the import */
+		x->sent = named.sent;
 		r = 0;
 		for (unsigned j = 0; j < n && r == 0; j++) {
 			unsigned did;

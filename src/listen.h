@@ -30,7 +30,8 @@ struct listener {
  * (or its unsent bytes) a previous echod put in the fd store. */
 struct handed_fd {
 	int fd;
-	char name[64];                 /* "conn.ID.FLAGS" or "data.ID" */
+	char name[256];                /* "conn.ID.FLAGS..." or "data.ID" (handoff.h), whole:
+					  systemd's FDNAME has at most 255 characters */
 };
 
 struct listen_set {

@@ -3,7 +3,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,51 +10,8 @@
 #include <unistd.h>
 
 #include "counters.h"
+#include "histogram.h"
 #include "persource.h"
-
-/* ---- text buffer ---- */
-
-void mbuf_printf(struct mbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (b->oom)
-		return;
-	for (;;) {
-		size_t room = b->cap - b->len;
-
-		va_start(ap, fmt);
-		n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->oom = true;
-			return;
-		}
-		if ((size_t)n < room) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t cap = b->cap ? b->cap * 2 : 8192;
-		char *p;
-
-		while (cap - b->len <= (size_t)n)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-}
-
-void mbuf_free(struct mbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
 
 /* ---- state ---- */
 
@@ -152,6 +108,27 @@ static void per_worker_by(struct mbuf *b, struct metrics_state *m, const char *n
 		for (int k = 0; k < n; k++)
 			mbuf_printf(b, "%s{worker=\"%u\",%s=\"%s\"} %llu\n", name, i, label,
 				    values[k], counter(m, i, off + (size_t)k * sizeof(uint64_t)));
+}
+
+/* A histogram family (histogram.h) with a series per worker: the worker's
+ * counts plus its predecessors', rendered by the histogram module. */
+static void per_worker_hist(struct mbuf *b, struct metrics_state *m, enum hist_family f)
+{
+	const struct hist_def *d = &hist_defs[f];
+	const size_t off = offsetof(struct worker_counters, hist) +
+			   (size_t)f * sizeof(struct hist_counts);
+	uint64_t count[HIST_BOUNDS_MAX + 1];
+	char labels[32];
+
+	family(b, d->name, "histogram", d->help);
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		for (unsigned k = 0; k <= d->n; k++)
+			count[k] = counter(m, i, off + offsetof(struct hist_counts, count) +
+					   (size_t)k * sizeof(uint64_t));
+		snprintf(labels, sizeof(labels), "worker=\"%u\"", i);
+		hist_render(b, d, labels, count,
+			    counter(m, i, off + offsetof(struct hist_counts, sum)));
+	}
 }
 
 /* ---- process_* from /proc ---- */
@@ -268,6 +245,8 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	PW(b, m, "echod_sent_bytes_total", "counter", bytes_sent, "Bytes echoed back to clients.");
 	PW(b, m, "echod_discarded_bytes_total", "counter", bytes_discarded,
 	   "Bytes received after echod shut its write side while stopping, not echoed.");
+	for (int f = 0; f < HIST__COUNT; f++)
+		per_worker_hist(b, m, (enum hist_family)f);
 	PW(b, m, "echod_backpressure_pauses_total", "counter", backpressure_pauses,
 	   "Times a connection stopped being read because its unsent bytes reached max_pending.");
 	PW(b, m, "echod_buffer_exhaustion_total", "counter", buf_exhausted,

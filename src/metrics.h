@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mbuf.h"
+
 struct persource;
 struct worker_counters;
 
@@ -38,16 +40,6 @@ struct metrics_state {
 	_Atomic uint64_t scrapes;
 	double start_time;                    /* unix time at start-up, if /proc/stat is hidden */
 };
-
-/* A growable text buffer. */
-struct mbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-void mbuf_printf(struct mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void mbuf_free(struct mbuf *b);
 
 /* Add every counter of src[0..nsrc) (not the current-connections gauge)
  * into dst[i], or dst[0] for i >= ndst. */

@@ -148,7 +148,6 @@ static bool handover_done(struct worker *w)
 		if (!w->exports || conn_export(&w->cc, c, &w->exports[w->n_exports]) < 0) {
 			log_errno(LOG_ERR, ENOMEM, "worker %u: hand-over of fd %d failed, closing it",
 				  w->id, c->fd);
-			close(c->fd);
 			worker_conn_free(w, c);
 			continue;
 		}

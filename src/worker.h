@@ -186,9 +186,13 @@ void worker_woke(struct worker *w, unsigned nevents);
  * is then closed and counted).  Sets TCP_NODELAY.  Counts it in the
  * per-source table (c->src_slot).  This is where a TCP source is judged. */
 struct conn *worker_conn_new(struct worker *w, int fd);
-/* Close bookkeeping: releases the queue's buffers, unlinks, bumps gen,
- * frees the slot, gives back the connection's max_connections and
- * per-source counts.  The backend closed (or will close) c->fd itself. */
+/* Close a connection: the one place a served connection ends.  Observes
+ * it into the worker's histograms (its duration, the bytes echoed, and the
+ * smoothed RTT the kernel has for c->fd, TCP_INFO: so c->fd must still be
+ * open), closes c->fd (a failure counted as a close error and logged),
+ * releases the queue's buffers, unlinks, bumps gen, frees the slot, gives
+ * back the connection's max_connections and per-source counts and counts
+ * it closed.  The backend has nothing in flight on c any more. */
 void worker_conn_free(struct worker *w, struct conn *c);
 
 /* Slot lookup by index and generation (stale -> NULL). */

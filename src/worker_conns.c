@@ -297,8 +297,35 @@ void worker_slot_release(struct worker *w, struct conn *c)
 			      ctr_get(&w->cc.ctr->current) - 1, memory_order_relaxed);
 }
 
+/* c closes (its fd still open): its duration, the bytes echoed and the
+ * kernel's smoothed RTT into the worker's histograms.  tcpi_rtt 0 is no
+ * sample (the kernel takes one from the handshake's SYN-ACK unless it was
+ * retransmitted, then from each ACK of data): not observed, so the RTT
+ * histogram counts at most the connections closed. */
+static void conn_observe(struct worker *w, struct conn *c)
+{
+	struct hist_counts *h = w->cc.ctr->hist;
+	uint64_t now = conn_now_us();
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	hist_observe(&h[HIST_DURATION], HIST_DURATION, now > c->start_us ? now - c->start_us : 0);
+	hist_observe(&h[HIST_BYTES], HIST_BYTES, c->sent);
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
+		log_errno(LOG_DEBUG, errno, "worker %u: getsockopt TCP_INFO fd %d", w->id, c->fd);
+		return;
+	}
+	if (len >= offsetof(struct tcp_info, tcpi_rtt) + sizeof(ti.tcpi_rtt) && ti.tcpi_rtt)
+		hist_observe(&h[HIST_RTT], HIST_RTT, ti.tcpi_rtt);
+}
+
 void worker_conn_free(struct worker *w, struct conn *c)
 {
+	conn_observe(w, c);
+	if (close(c->fd) < 0) {
+		ctr_add(&w->cc.ctr->op_errors[WOP_CLOSE], 1);
+		log_errno(LOG_WARNING, errno, "worker %u: close fd %d", w->id, c->fd);
+	}
 	persource_conn_close(w->shared->persource, c->src_slot);
 	worker_slot_release(w, c);
 	atomic_fetch_sub_explicit(&w->shared->nconns, 1, memory_order_relaxed);

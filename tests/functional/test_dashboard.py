@@ -6,7 +6,8 @@ and instance variables; panels that do not overlap; every expression, its
 template variables replaced by concrete values, parsed by promtool; every
 metric it reads one a live echod exports (on each backend, UDP on), or
 Prometheus's own up/scrape_*; and the families an operator looks for
-(connections, traffic, denials, buffers, CQ, reloads, UDP) all shown.
+(connections, traffic, denials, buffers, CQ, reloads, UDP; the connection
+histograms' buckets, RTT, duration and bytes) all shown.
 promtool's check is skipped, with the reason, only when it is not
 installed."""
 import json
@@ -30,7 +31,9 @@ WANTED = ["up", "echod_connections_current", "echod_max_connections",
           "echod_buffer_exhaustion_total", "echod_cq_overflow_total", "echod_reloads_total",
           "echod_reload_failures_total", "echod_config_last_reload_successful",
           "echod_udp_received_datagrams_total", "echod_udp_sent_datagrams_total",
-          "echod_udp_dropped_datagrams_total", "echod_udp_kernel_drops_total"]
+          "echod_udp_dropped_datagrams_total", "echod_udp_kernel_drops_total",
+          "echod_connection_rtt_seconds_bucket", "echod_connection_duration_seconds_bucket",
+          "echod_connection_bytes_bucket"]
 
 
 def substitute(expr):

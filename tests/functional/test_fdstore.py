@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Restart without dropping clients, through the fd store protocol,
 with this test playing systemd's part: echod --fd-store, on SIGTERM,
-sends every established connection (FDSTORE=1, FDNAME=conn.ID.FLAGS,
+sends every established connection (FDSTORE=1, FDNAME=conn.ID.FLAGS[...],
 and its unsent bytes as a memfd data.ID) over NOTIFY_SOCKET and exits 0;
 a new echod started with those fds in LISTEN_FDS resumes them, asks for
 their removal (FDSTOREREMOVE=1), and the clients, connected all along,

@@ -8,11 +8,15 @@
  * The oracle: the dispatcher answers 200 exactly for GET or HEAD of
  * "/metrics", 404 for any other path and 405 (Allow: GET, HEAD) for any
  * other method on it.  The rendering is valid text format 0.0.4: every
- * line is "# HELP name text", "# TYPE name counter|gauge" or a sample
- * "name{label="value",...} value" of the family just typed, with legal
- * names, no family typed twice, no series twice; and each per-worker
- * series carries its worker's counter plus its base (mod 2^64), the
- * workers' series numbered 0..n-1.
+ * line is "# HELP name text", "# TYPE name counter|gauge|histogram" or a
+ * sample "name{label="value",...} value" of the family just typed (of a
+ * histogram: name_bucket, name_sum, name_count), with legal names, no
+ * family typed twice, no series twice; and each per-worker series carries
+ * its worker's counter plus its base (mod 2^64), the workers' series
+ * numbered 0..n-1; a histogram's (the families of histogram.h, hist_defs)
+ * buckets in the order of its bounds, then le="+Inf", each the sum of
+ * the counts up to it (mod 2^64), _count the +Inf bucket's, _sum the
+ * summed sum in the family's base unit.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "histogram.h"
 #include "http.h"
 #include "metrics.h"
 #include "worker.h"
@@ -103,16 +108,10 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The value a sample must have, if the fuzzer knows it: 1 if so. */
-static int expected(const char *name, const char *labels, unsigned nworkers, bool with_base,
-		    uint64_t *v)
+/* A per-worker counter's value: 1 with *v set. */
+static int expected_counter(const char *name, const char *labels, unsigned w, bool with_base,
+			    char *lv, uint64_t *v)
 {
-	unsigned w;
-	char lv[32];
-
-	if (sscanf(labels, "worker=\"%u\"", &w) != 1)
-		return 0;
-	FUZZ_CHECK(w < nworkers, "%s: worker %u of %u", name, w, nworkers);
 	for (size_t k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
 		if (strcmp(name, families[k].name))
 			continue;
@@ -142,6 +141,92 @@ static int expected(const char *name, const char *labels, unsigned nworkers, boo
 	return 0;
 }
 
+/* Histogram buckets seen so far, per family and worker (check_text). */
+static unsigned buckets_seen[HIST__COUNT][MAX_WORKERS];
+
+/* The family of a histogram sample name (NAME_bucket, _sum, _count): its
+ * index in hist_defs and the suffix, or -1. */
+static int hist_of(const char *name, const char **suffix)
+{
+	for (int f = 0; f < HIST__COUNT; f++) {
+		size_t n = strlen(hist_defs[f].name);
+
+		if (!strncmp(name, hist_defs[f].name, n) &&
+		    (!strcmp(name + n, "_bucket") || !strcmp(name + n, "_sum") ||
+		     !strcmp(name + n, "_count"))) {
+			*suffix = name + n;
+			return f;
+		}
+	}
+	return -1;
+}
+
+/* A histogram sample's value: 1 with want set. */
+static int expected_hist(int f, const char *suffix, const char *name, const char *labels,
+			 unsigned w, bool with_base, char *want, size_t size)
+{
+	const struct hist_def *d = &hist_defs[f];
+	const size_t off = offsetof(struct worker_counters, hist) +
+			   (size_t)f * sizeof(struct hist_counts);
+	uint64_t cum = 0;
+	unsigned upto = d->n;     /* _count: every bucket */
+	char le[HIST_VALUE_MAX], bound[HIST_VALUE_MAX];
+
+	if (!strcmp(suffix, "_sum")) {
+		FUZZ_CHECK(!strchr(labels, ','), "%s{%s}: labels", name, labels);
+		hist_format(want, counter_at(w, off + offsetof(struct hist_counts, sum), with_base),
+			    d->unit_scale);
+		return 1;
+	}
+	if (!strcmp(suffix, "_bucket")) {
+		unsigned k = buckets_seen[f][w]++;
+
+		FUZZ_CHECK(sscanf(labels, "worker=\"%*u\",le=\"%31[^\"]\"", le) == 1,
+			   "%s{%s}: no le", name, labels);
+		FUZZ_CHECK(k <= d->n, "%s{%s}: %u buckets", name, labels, k + 1);
+		if (k < d->n)
+			hist_format(bound, d->bounds[k], d->unit_scale);
+		else
+			strcpy(bound, "+Inf");
+		FUZZ_CHECK(!strcmp(le, bound), "%s{%s}: bucket %u is le=\"%s\"", name, labels,
+			   k, bound);
+		upto = k;
+	} else {
+		FUZZ_CHECK(!strchr(labels, ','), "%s{%s}: labels", name, labels);
+		FUZZ_CHECK(buckets_seen[f][w] == d->n + 1, "%s{%s} after %u buckets", name, labels,
+			   buckets_seen[f][w]);
+	}
+	for (unsigned k = 0; k <= upto; k++)
+		cum += counter_at(w, off + offsetof(struct hist_counts, count) + (size_t)k * 8,
+				  with_base);
+	snprintf(want, size, "%llu", (unsigned long long)cum);
+	return 1;
+}
+
+/* The value a sample must have, if the fuzzer knows it: 1 if so (as text,
+ * into want). */
+static int expected(const char *name, const char *labels, unsigned nworkers, bool with_base,
+		    char *want, size_t size)
+{
+	const char *suffix;
+	unsigned w;
+	char lv[32];
+	uint64_t v;
+	int f;
+
+	if (sscanf(labels, "worker=\"%u\"", &w) != 1)
+		return 0;
+	FUZZ_CHECK(w < nworkers, "%s: worker %u of %u", name, w, nworkers);
+	f = hist_of(name, &suffix);
+	if (f >= 0)
+		return expected_hist(f, suffix, name, labels, w, with_base, want, size);
+	if (expected_counter(name, labels, w, with_base, lv, &v)) {
+		snprintf(want, size, "%llu", (unsigned long long)v);
+		return 1;
+	}
+	return 0;
+}
+
 /* Check the whole exposition; returns the number of samples. */
 static unsigned check_text(const char *text, size_t len, unsigned nworkers, bool with_base,
 			   uint64_t workers_value)
@@ -149,14 +234,17 @@ static unsigned check_text(const char *text, size_t len, unsigned nworkers, bool
 	char *copy = malloc(len + 1), *line, *save = NULL;
 	char family[128] = "", help_for[128] = "";
 	char **series = NULL, **typed = NULL;
-	unsigned nseries = 0, ntyped = 0, per_worker_samples = 0;
-	bool workers_seen = false;
+	unsigned nseries = 0, ntyped = 0, per_worker_samples = 0, hist_samples = 0;
+	bool workers_seen = false, histogram = false;
 
 	FUZZ_CHECK(copy, "malloc");
 	FUZZ_CHECK(len > 0 && text[len - 1] == '\n', "text does not end with a newline");
 	FUZZ_CHECK(strlen(text) == len, "NUL byte in the text");
 	FUZZ_CHECK(!strstr(text, "\n\n") && text[0] != '\n', "empty line in the text");
 	memcpy(copy, text, len + 1);
+	memset(buckets_seen, 0, sizeof(buckets_seen));
+	for (int f = 0; f < HIST__COUNT; f++)      /* buckets, _sum, _count */
+		hist_samples += hist_defs[f].n + 1 + 2;
 	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		size_t n = strlen(line);
 
@@ -172,8 +260,10 @@ static unsigned check_text(const char *text, size_t len, unsigned nworkers, bool
 			const char *sp = strchr(line + 7, ' ');
 
 			FUZZ_CHECK(sp && name_ok(line + 7, (size_t)(sp - line - 7)) &&
-				   (!strcmp(sp + 1, "counter") || !strcmp(sp + 1, "gauge")),
+				   (!strcmp(sp + 1, "counter") || !strcmp(sp + 1, "gauge") ||
+				    !strcmp(sp + 1, "histogram")),
 				   "bad TYPE line: %s", line);
+			histogram = !strcmp(sp + 1, "histogram");
 			snprintf(family, sizeof(family), "%.*s", (int)(sp - line - 7), line + 7);
 			FUZZ_CHECK(!strcmp(family, help_for), "TYPE %s after HELP %s", family, help_for);
 			for (unsigned i = 0; i < ntyped; i++)
@@ -191,7 +281,17 @@ static unsigned check_text(const char *text, size_t len, unsigned nworkers, bool
 
 		FUZZ_CHECK(name_ok(line, nl) && nl < sizeof(name), "bad metric name: %s", line);
 		snprintf(name, sizeof(name), "%.*s", (int)nl, line);
-		FUZZ_CHECK(!strcmp(name, family), "sample %s outside its family (%s)", name, family);
+		if (histogram) {
+			const char *suffix;
+			int f = hist_of(name, &suffix);
+
+			FUZZ_CHECK(f >= 0 && !strncmp(name, family, strlen(family)) &&
+				   suffix == name + strlen(family),
+				   "sample %s outside its family (%s)", name, family);
+		} else {
+			FUZZ_CHECK(!strcmp(name, family), "sample %s outside its family (%s)", name,
+				   family);
+		}
 		if (*rest == '{') {
 			const char *p = rest + 1;
 
@@ -220,14 +320,11 @@ static unsigned check_text(const char *text, size_t len, unsigned nworkers, bool
 
 		(void)d;
 		FUZZ_CHECK(*end == '\0' && end != rest + 1, "bad value in: %s", line);
-		uint64_t want;
+		char want[64];
 
-		if (expected(name, labels, nworkers, with_base, &want)) {
-			char *e2;
-			unsigned long long got = strtoull(rest + 1, &e2, 10);
-
-			FUZZ_CHECK(*e2 == '\0' && got == want, "%s{%s} is %s, counted %llu", name,
-				   labels, rest + 1, (unsigned long long)want);
+		if (expected(name, labels, nworkers, with_base, want, sizeof(want))) {
+			FUZZ_CHECK(!strcmp(rest + 1, want), "%s{%s} is %s, counted %s", name,
+				   labels, rest + 1, want);
 			per_worker_samples++;
 		}
 		if (!strcmp(name, "echod_workers")) {
@@ -243,8 +340,12 @@ static unsigned check_text(const char *text, size_t len, unsigned nworkers, bool
 		FUZZ_CHECK(n < 4096, "line too long");
 	}
 	FUZZ_CHECK(workers_seen, "no echod_workers sample");
+	for (unsigned w = 0; w < nworkers; w++)
+		for (int f = 0; f < HIST__COUNT; f++)
+			FUZZ_CHECK(buckets_seen[f][w] == hist_defs[f].n + 1, "%s{worker=\"%u\"}: "
+				   "%u buckets", hist_defs[f].name, w, buckets_seen[f][w]);
 	FUZZ_CHECK(per_worker_samples == nworkers * (sizeof(families) / sizeof(families[0]) +
-						     WOP__COUNT + AERR__COUNT),
+						     WOP__COUNT + AERR__COUNT + hist_samples),
 		   "%u per-worker samples for %u workers", per_worker_samples, nworkers);
 	qsort(series, nseries, sizeof(*series), cmp_str);
 	for (unsigned i = 1; i < nseries; i++)

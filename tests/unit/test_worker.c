@@ -2,6 +2,8 @@
  * without a thread or a backend: connection slots and their accounting,
  * max_connections, generations, the accept policy, idle timeouts. */
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -106,7 +108,7 @@ static void test_accounting(void)
 	conn_received(&w.cc, c, bufpool_get(&w.cc.pool), 0, 100);
 	conn_received(&w.cc, c, bufpool_get(&w.cc.pool), 0, 1000);
 	worker_conn_free(&w, c);
-	close(fd);
+	tap_ok(fcntl(fd, F_GETFD) < 0 && errno == EBADF, "accounting: its socket closed");
 	tap_ok(w.nconns == 0 && atomic_load(&shared.nconns) == 0 && ctr_get(&ctr.current) == 0 &&
 	       ctr_get(&ctr.closed) == 1, "accounting: connection accounted closed");
 	tap_ok(w.cc.pool.nfree == 64, "accounting: its queued buffers back in the pool");
@@ -130,7 +132,6 @@ static void test_limits(void)
 	idx = c[1]->idx;
 	gen = c[1]->gen;
 	worker_conn_free(&w, c[1]);
-	close(fds[1]);
 	tap_ok(worker_conn_get(&w, idx, gen) == NULL, "limits: a freed slot's old generation is stale");
 	c[3] = worker_conn_new(&w, fds[3] = sockfd());
 	tap_ok(c[3] && c[3]->idx == idx && c[3]->gen != gen,
@@ -142,7 +143,6 @@ static void test_limits(void)
 		if (i == 1)
 			continue;
 		worker_conn_free(&w, c[i]);
-		close(fds[i]);
 	}
 	tap_ok(atomic_load(&shared.nconns) == 0, "limits: shared count back to 0");
 	worker_unmake(&w);
@@ -195,14 +195,105 @@ static void test_idle(void)
 	tap_ok(t >= 199 && t <= 201, "idle: next wake-up when a expires (%d ms)", t);
 	worker_conn_free(&w, a);
 	worker_conn_free(&w, b);
-	close(fa);
-	close(fb);
+	worker_unmake(&w);
+}
+
+/* A loopback TCP connection: *client and the accepted end (returned). */
+static int tcp_pair(int *client)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), s;
+
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) < 0)
+		abort();
+	*client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*client < 0 || connect(*client, (struct sockaddr *)&a, sizeof(a)) < 0)
+		abort();
+	s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0)
+		abort();
+	close(l);
+	return s;
+}
+
+static uint64_t hist_total(const struct hist_counts *h)
+{
+	uint64_t n = 0;
+
+	for (unsigned k = 0; k <= HIST_BOUNDS_MAX; k++)
+		n += ctr_get((_Atomic uint64_t *)&h->count[k]);
+	return n;
+}
+
+static uint64_t hist_in(const struct hist_counts *h, enum hist_family f, uint64_t v)
+{
+	return ctr_get((_Atomic uint64_t *)&h->count[hist_bucket(&hist_defs[f], v)]);
+}
+
+/* Closing observes the connection: its duration, the bytes echoed and
+ * the loopback RTT (a real TCP connection with a round trip behind it);
+ * a socket that never connected has no RTT sample and is not counted
+ * there, but is in duration and bytes, as in closed. */
+static void test_close_observed(void)
+{
+	struct worker w;
+	struct conn *c;
+	char buf[1100] = { 0 };
+	int cl, fd, fd2;
+	uint32_t bid;
+
+	worker_make(&w, 64, 2048, 65536, 10);
+	fd = tcp_pair(&cl);
+	c = worker_conn_new(&w, fd);
+	if (!c)
+		abort();
+	c->start_us -= 300000;                /* open for 0.3 s */
+	/* 1100 bytes there and back: the kernel takes an RTT sample */
+	if (write(cl, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+		abort();
+	bid = bufpool_get(&w.cc.pool);
+	if (read(fd, bufpool_ptr(&w.cc.pool, bid), sizeof(buf)) != (ssize_t)sizeof(buf))
+		abort();
+	conn_received(&w.cc, c, bid, 0, sizeof(buf));
+	if (write(fd, bufpool_ptr(&w.cc.pool, bid), sizeof(buf)) != (ssize_t)sizeof(buf))
+		abort();
+	conn_sent(&w.cc, c, sizeof(buf));
+	if (read(cl, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+		abort();
+	worker_conn_free(&w, c);
+	c = worker_conn_new(&w, fd2 = sockfd());
+	if (!c)
+		abort();
+	worker_conn_free(&w, c);
+
+	const struct hist_counts *h = ctr.hist;
+	uint64_t dsum = ctr_get((_Atomic uint64_t *)&h[HIST_DURATION].sum);
+
+	tap_ok(ctr_get(&ctr.closed) == 2 && hist_total(&h[HIST_DURATION]) == 2 &&
+	       hist_total(&h[HIST_BYTES]) == 2, "close: 2 closed, 2 in duration and in bytes");
+	tap_ok(hist_in(&h[HIST_DURATION], HIST_DURATION, 300000) == 1 &&
+	       hist_in(&h[HIST_DURATION], HIST_DURATION, 0) == 1 && dsum >= 300000 &&
+	       dsum < 400000, "close: durations 0.3 s and about 0 in their buckets (sum %llu us)",
+	       (unsigned long long)dsum);
+	tap_ok(hist_in(&h[HIST_BYTES], HIST_BYTES, 1100) == 1 &&
+	       hist_in(&h[HIST_BYTES], HIST_BYTES, 0) == 1 &&
+	       ctr_get((_Atomic uint64_t *)&h[HIST_BYTES].sum) == 1100,
+	       "close: bytes echoed 1100 and 0 in their buckets, sum 1100");
+	tap_ok(hist_total(&h[HIST_RTT]) == 1 && ctr_get((_Atomic uint64_t *)&h[HIST_RTT].sum) > 0 &&
+	       ctr_get((_Atomic uint64_t *)&h[HIST_RTT].sum) < 100000,
+	       "close: one RTT sample, the loopback's (%llu us); none for the unconnected socket",
+	       (unsigned long long)ctr_get((_Atomic uint64_t *)&h[HIST_RTT].sum));
+	tap_ok(fcntl(fd, F_GETFD) < 0 && fcntl(fd2, F_GETFD) < 0, "close: both sockets closed");
+	close(cl);
 	worker_unmake(&w);
 }
 
 int main(void)
 {
 	test_accounting();
+	test_close_observed();
 	test_limits();
 	test_accept_errors();
 	test_idle();
