@@ -652,7 +652,8 @@ def headline_values(results):
     """{(key, server, conns): {round: value}} of the headline's figures: from
     the fixed cells, server CPU per request and p99; from the TCP cells of
     payload FIXED_PAYLOAD and conns > 1, req/s (closed loop).  A run that
-    failed counts for nothing."""
+    failed counts for nothing.  And {("unmet", server, conns): {round: True}}
+    where a fixed cell achieved < 97% of its rate (an overload's figures)."""
     out = {}
     for r in results:
         if r["errors"]:
@@ -663,6 +664,8 @@ def headline_values(results):
             if o.get("server_cpu_us_per_req") is not None:
                 out.setdefault(("fixed_srv_us", kind, c), {})[rnd] = o["server_cpu_us_per_req"]
             out.setdefault(("fixed_p99_us", kind, c), {})[rnd] = o["p99_us"]
+            if o.get("target_req_s") and o.get("req_s", 0) < 0.97 * o["target_req_s"]:
+                out.setdefault(("unmet", kind, c), {})[rnd] = True
         elif (r["proto"] == "tcp" and "closed" in r and r["payload"] == FIXED_PAYLOAD
               and c > 1):
             out.setdefault(("sat_req_s", kind, c), {})[rnd] = r["closed"]["req_s"]
@@ -718,11 +721,23 @@ def headline(results, backends=None, peers=None, twin=None):
                 if twin and twin[3:] == b and vals.get((key, twin, c)):
                     vs.append(("A/A: " + display(twin), vals[(key, twin, c)]))
                 vs += [(display(q), t) for q, t in theirs]
+                # fixed load: the rounds where echod or a server compared missed the rate
+                unmet = set(vals.get(("unmet", b, c), {}))
                 for name, other in vs:
                     per = per_round_ratios(mine, other)
+                    if name == "best peer":
+                        peer_unmet = set().union(*(vals.get(("unmet", q, c), {})
+                                                   for q, _ in theirs))
+                    else:
+                        q = next((q for q in peers + [twin]
+                                  if q and display(q) == name.split(": ")[-1]), "")
+                        peer_unmet = set(vals.get(("unmet", q, c), {}))
+                    used = {rnd for rnd in mine if mine[rnd] and other.get(rnd)}
                     rows.append({"figure": key, "label": figure, "better": better, "conns": c,
                                  "echod": b, "vs": name, **spread(per),
-                                 "per_round": [round(x, 4) for x in per]})
+                                 "per_round": [round(x, 4) for x in per],
+                                 "rate_not_met": (len(used & (unmet | peer_unmet))
+                                                  if key.startswith("fixed") else 0)})
     return rows
 
 
@@ -731,10 +746,11 @@ def print_headline(rows):
     def f(v):
         return "-" if v is None else f"{v:.2f}"
     out = [(x["label"], str(x["conns"]), x["better"], x["echod"], x["vs"], f(x["ratio"]),
-            "-" if x["min"] is None else f"{f(x['min'])}-{f(x['max'])}", str(x["rounds"]))
+            "-" if x["min"] is None else f"{f(x['min'])}-{f(x['max'])}", str(x["rounds"]),
+            f"rate not met in {x['rate_not_met']}" if x["rate_not_met"] else "")
            for x in rows]
-    print_rows(("figure", "conns", "better", "echod", "vs", "ratio", "min-max", "rounds"),
-               out, {0, 2, 3, 4}, [(x["figure"], x["conns"], x["echod"]) for x in rows])
+    print_rows(("figure", "conns", "better", "echod", "vs", "ratio", "min-max", "rounds", "note"),
+               out, {0, 2, 3, 4, 8}, [(x["figure"], x["conns"], x["echod"]) for x in rows])
 
 
 def cps_ratios(results, cells):
@@ -1051,7 +1067,9 @@ def main():
               f"bytes, open loop; saturation: closed loop at {FIXED_PAYLOAD} bytes.  better: "
               "which way a ratio favours echod (lower: < 1; higher: > 1).  best peer: the best "
               "peer of each round.  A/A: echod against itself under another name, the "
-              "resolution of this ruler.")
+              "resolution of this ruler.  rate not met in N: in N of the rounds a server "
+              "compared did not achieve 97% of the fixed load: its figures there are an "
+              "overload's, not equal work.")
     if rat:
         print()
         print_ratios(rat)
