@@ -66,10 +66,24 @@ Peers, run in the same rounds with the same client:
   BENCH_SERVERS          'name@udp=command;name@tcp=command;...': {PORT} in the
                          command is replaced by a free port, {CPU} by the server
                          CPU; each is started confined to that CPU (as taskset
-                         would), ready when it echoes a probe on {PORT}, stopped
+                         would) with its soft open file limit raised to the hard
+                         one, ready when it echoes a probe on {PORT}, stopped
                          by PID (SIGTERM, then SIGKILL after 3 s).  @udp peers run
                          in UDP cells, @tcp (or unmarked) ones in TCP cells.
                          Their stdout goes to /dev/null, stderr to the cell's log.
+
+The headline (issue 15): per-round ratios, echod / each TCP peer, echod / the
+best peer of the round and (BENCH_AA) echod / its A/A twin, median and min-max
+over the rounds, of three figures: server CPU per request and p99 at a fixed
+open-loop load (the "fixed" cells: one run per TCP server and round, open loop
+only), and req/s at saturation in the TCP cells of payload BENCH_FIXED_PAYLOAD
+and more than one connection.
+  BENCH_FIXED_RATE       the fixed load, requests/s (default 60000; 0: no fixed cells)
+  BENCH_FIXED_CONNS      its connections (default 64)
+  BENCH_FIXED_PAYLOAD    its request size, and the saturation cells' (default 1024)
+  BENCH_AA=1             run echod on the first of BENCH_BACKENDS a second time,
+                         as "<backend>-aa", in the fixed cells and the headline's
+                         saturation cells: echod / twin is the ruler's resolution
 
 Exit status: 0; 1 if a run failed (a wrong byte, a server that would not
 start or stop cleanly, a client error); 2 on a setup error.
@@ -79,6 +93,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shlex
 import signal
 import socket
@@ -145,6 +160,11 @@ CPS_PAYLOAD = 64
 CPS_SOURCES = 64                # client source addresses: ephemeral ports to spare
 CPS_VARIANTS = env_list("BENCH_CPS_VARIANTS", ["deny10k", "per_source"])
 BUSY_POLL_US = int(env_float("BENCH_BUSY_POLL", 50))
+FIXED_RATE = env_float("BENCH_FIXED_RATE", 60000)
+FIXED_CONNS = int(env_float("BENCH_FIXED_CONNS", 64))
+FIXED_PAYLOAD = int(env_float("BENCH_FIXED_PAYLOAD", 1024))
+AA = os.environ.get("BENCH_AA", "") not in ("", "0")
+AA_KIND = "aa:" + BACKENDS[0]   # echod's A/A twin: the same program under another name
 
 
 def variant_conf(variant, directory):
@@ -280,6 +300,8 @@ class Server:
         self.kind = kind
         self.proto = proto
         base, _, variant = kind.partition("+")
+        if base.startswith("aa:"):
+            base = base[3:]             # the A/A twin: echod on that backend
         self.peer = kind.startswith("peer:")
         self.port = free_udp_port() if proto == "udp" else free_port()
         self.dir = tempfile.mkdtemp(prefix="echod-bench.")
@@ -317,11 +339,17 @@ class Server:
                             'listen = ["127.0.0.1"]; };\n')
             argv = [ECHOD, "-c", conf]
         self.logf = open(self.logpath, "w+")
-        cpu = SERVER_CPU
+        cpu, peer = SERVER_CPU, self.peer
+
+        def setup():
+            os.sched_setaffinity(0, {cpu})
+            if peer:            # echod raises its own; a peer may not (1024 connections)
+                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out or self.logf, stderr=self.logf,
-                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+                preexec_fn=setup)
         except OSError as e:
             self.logf.write(f"cannot start {argv}: {e}\n")
             self.logf.flush()
@@ -431,12 +459,19 @@ def run_cell(cell):
     if proto == "udp":
         udp = (udp_window(conns, gso), gso)
         res["window"], res["gso"] = udp
-    srv = Server(kind, conns, payload, "tcp" if proto == "cps" else proto)
+    srv = Server(kind, conns, payload, "tcp" if proto in ("cps", "fixed") else proto)
     res["buffer_count"] = srv.buffer_count
     try:
         why = srv.wait_ready()
         if why:
             res["errors"].append(f"{kind} ({proto}) {why}: {srv.log_text()[-500:]}")
+            return res
+        if proto == "fixed":            # open loop at the fixed load only
+            opened, err = echobench(srv.port, srv.pid, conns, payload, rate=FIXED_RATE)
+            if err:
+                res["errors"].append(err)
+            else:
+                res["open"] = opened
             return res
         closed, err = echobench(srv.port, srv.pid, conns, payload, udp=udp,
                                 reconnect=proto == "cps")
@@ -490,8 +525,21 @@ def fmt_num(v, digits=0):
 
 
 def display(kind):
-    """A server's name in the table: "reference", a peer's name, a backend."""
-    return "reference" if kind == "ref" else kind[5:] if kind.startswith("peer:") else kind
+    """A server's name in the table: "reference", a peer's name, a backend,
+    the A/A twin ("<backend>-aa")."""
+    if kind == "ref":
+        return "reference"
+    if kind.startswith("peer:"):
+        return kind[5:]
+    if kind.startswith("aa:"):
+        return kind[3:] + "-aa"
+    return kind
+
+
+def headline_sat_conns():
+    """The connection counts of the headline's saturation figure: the TCP
+    cells of payload FIXED_PAYLOAD with more than one connection."""
+    return [c for c in CONNS if c > 1] if FIXED_PAYLOAD in PAYLOADS else []
 
 
 def cell_list():
@@ -500,10 +548,15 @@ def cell_list():
     if WITH_TCP:
         servers = BACKENDS + ["peer:" + n for (n, pr) in PEERS if pr == "tcp"]
         cells += [("tcp", b, c, p, False) for b in servers for c in CONNS for p in PAYLOADS]
+        if AA:
+            cells += [("tcp", AA_KIND, c, FIXED_PAYLOAD, False) for c in headline_sat_conns()]
         if WITH_REF:
             cells += [("tcp", "ref", 1, p, False) for p in PAYLOADS]
         if BUSY_POLL_US and 1 in CONNS:
             cells += [("tcp", b + "+busy_poll", 1, p, False) for b in BACKENDS for p in PAYLOADS]
+        if FIXED_RATE > 0:
+            cells += [("fixed", b, FIXED_CONNS, FIXED_PAYLOAD, False)
+                      for b in servers + ([AA_KIND] if AA else [])]
     if WITH_CPS:
         cells += [("cps", b + v, CPS_CONNS, CPS_PAYLOAD, False)
                   for b in BACKENDS for v in [""] + ["+" + x for x in CPS_VARIANTS]]
@@ -546,6 +599,8 @@ def summarize(results, cells):
             "unfinished": sum(o.get("unfinished", 0) for o in opened),
             "client_lag_p99_us": med([o.get("client_lag_p99_us") for o in opened]),
             "server_cpu_us_per_req": med([c["server_cpu_us_per_req"] for c in closed]),
+            "fixed_srv_us": med([o["server_cpu_us_per_req"] for o in opened]),
+            "fixed_srv_util": med([o["server_cpu_util"] for o in opened]),
             "server_cpu_util": med([c["server_cpu_util"] for c in closed]),
             "client_cpu_util": med([c["client_cpu_util"] for c in closed]),
             "client_cpu_us_per_req": med([c["client_cpu_us_per_req"] for c in closed]),
@@ -578,8 +633,8 @@ def ratios(results, cells):
             loss[k] = r["closed"].get("loss_pct")
     out = []
     for (proto, b, c, p, g) in cells:
-        if b == "ref" or b.startswith("peer:"):
-            continue
+        if b == "ref" or b.startswith(("peer:", "aa:")) or proto == "fixed":
+            continue            # the fixed cells and the A/A twin: in the headline
         if proto == "tcp" and not any(pr == "tcp" for (_, pr) in PEERS):
             continue            # TCP: against the reference only with peers
         for (proto2, q, c2, p2, g2) in cells:
@@ -597,6 +652,120 @@ def ratios(results, cells):
                 "vs_loss_pct": med([loss.get((proto, q, c, p, g, rnd)) for rnd in range(ROUNDS)]),
             })
     return out
+
+
+# The headline: (key, figure, better) - key names the figure's values in
+# headline_values; better: "lower" or "higher" (which way echod wins).
+HEADLINE = (
+    ("fixed_srv_us", "srv µs/req at the fixed load", "lower"),
+    ("fixed_p99_us", "p99 µs at the fixed load", "lower"),
+    ("sat_req_s", "req/s at saturation", "higher"),
+)
+
+
+def headline_values(results):
+    """{(key, server, conns): {round: value}} of the headline's figures: from
+    the fixed cells, server CPU per request and p99; from the TCP cells of
+    payload FIXED_PAYLOAD and conns > 1, req/s (closed loop).  A run that
+    failed counts for nothing.  And {("unmet", server, conns): {round: True}}
+    where a fixed cell achieved < 97% of its rate (an overload's figures)."""
+    out = {}
+    for r in results:
+        if r["errors"]:
+            continue
+        rnd, kind, c = r["round"], r["server"], r["conns"]
+        if r["proto"] == "fixed" and "open" in r:
+            o = r["open"]
+            if o.get("server_cpu_us_per_req") is not None:
+                out.setdefault(("fixed_srv_us", kind, c), {})[rnd] = o["server_cpu_us_per_req"]
+            out.setdefault(("fixed_p99_us", kind, c), {})[rnd] = o["p99_us"]
+            if o.get("target_req_s") and o.get("req_s", 0) < 0.97 * o["target_req_s"]:
+                out.setdefault(("unmet", kind, c), {})[rnd] = True
+        elif (r["proto"] == "tcp" and "closed" in r and r["payload"] == FIXED_PAYLOAD
+              and c > 1):
+            out.setdefault(("sat_req_s", kind, c), {})[rnd] = r["closed"]["req_s"]
+    return out
+
+
+def per_round_ratios(a, b):
+    """a / b of each round both measured ({round: value} each), in round
+    order; a round where either is missing or zero counts for nothing."""
+    return [a[rnd] / b[rnd] for rnd in sorted(a) if a[rnd] and b.get(rnd)]
+
+
+def best_of_round(series, better):
+    """{round: the best value of that round} over series ({round: value}
+    each): the lowest or, better="higher", the highest of the servers
+    measured in that round."""
+    pick = max if better == "higher" else min
+    rounds = sorted({rnd for s in series for rnd, v in s.items() if v})
+    return {rnd: pick(s[rnd] for s in series if s.get(rnd)) for rnd in rounds}
+
+
+def spread(per):
+    """The median, min and max of a list of per-round ratios (None if empty)."""
+    if not per:
+        return {"ratio": None, "min": None, "max": None, "rounds": 0}
+    return {"ratio": statistics.median(per), "min": min(per), "max": max(per),
+            "rounds": len(per)}
+
+
+def headline(results, backends=None, peers=None, twin=None):
+    """The headline rows: per figure, connection count and echod backend,
+    echod / the best peer of each round, echod / its A/A twin (the first
+    backend only), then echod / each peer; each the median and min-max of
+    the per-round ratios, with the ratios themselves.  backends, peers
+    (server kinds, "peer:name") and twin default to this run's."""
+    vals = headline_values(results)
+    backends = BACKENDS if backends is None else backends
+    if peers is None:
+        peers = ["peer:" + n for (n, pr) in PEERS if pr == "tcp"]
+    if twin is None:
+        twin = AA_KIND if AA else ""
+    rows = []
+    for key, figure, better in HEADLINE:
+        for c in sorted({k[2] for k in vals if k[0] == key}):
+            for b in backends:
+                mine = vals.get((key, b, c))
+                if not mine:
+                    continue
+                theirs = [(q, vals[(key, q, c)]) for q in peers if vals.get((key, q, c))]
+                vs = []
+                if theirs:
+                    vs.append(("best peer", best_of_round([t for _, t in theirs], better)))
+                if twin and twin[3:] == b and vals.get((key, twin, c)):
+                    vs.append(("A/A: " + display(twin), vals[(key, twin, c)]))
+                vs += [(display(q), t) for q, t in theirs]
+                # fixed load: the rounds where echod or a server compared missed the rate
+                unmet = set(vals.get(("unmet", b, c), {}))
+                for name, other in vs:
+                    per = per_round_ratios(mine, other)
+                    if name == "best peer":
+                        peer_unmet = set().union(*(vals.get(("unmet", q, c), {})
+                                                   for q, _ in theirs))
+                    else:
+                        q = next((q for q in peers + [twin]
+                                  if q and display(q) == name.split(": ")[-1]), "")
+                        peer_unmet = set(vals.get(("unmet", q, c), {}))
+                    used = {rnd for rnd in mine if mine[rnd] and other.get(rnd)}
+                    rows.append({"figure": key, "label": figure, "better": better, "conns": c,
+                                 "echod": b, "vs": name, **spread(per),
+                                 "per_round": [round(x, 4) for x in per],
+                                 "rate_not_met": (len(used & (unmet | peer_unmet))
+                                                  if key.startswith("fixed") else 0)})
+    return rows
+
+
+def print_headline(rows):
+    """The headline table: one line per (figure, conns, echod, vs)."""
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+    out = [(x["label"], str(x["conns"]), x["better"], x["echod"], x["vs"], f(x["ratio"]),
+            "-" if x["min"] is None else f"{f(x['min'])}-{f(x['max'])}", str(x["rounds"]),
+            f"rate not met in {x['rate_not_met']}" if x["rate_not_met"] else "")
+           for x in rows]
+    print_rows(("figure", "conns", "better", "echod", "vs", "ratio", "min-max", "rounds", "note"),
+               out, {0, 2, 3, 4, 8}, [(x["figure"], x["conns"], x["echod"]) for x in rows])
 
 
 def variant_ratios(results, cells, which):
@@ -746,6 +915,16 @@ def print_table(summary):
     print_rows(hdr, [cols(s, names) for s in summary], {0, 16}, [s["server"] for s in summary])
 
 
+def print_fixed_table(summary):
+    hdr = ("server", "conns", "payload", "rate/s", "achieved", "p50", "p99", "p99.9",
+           "srv µs/req", "srv%", "note")
+    rows = [(display(s["server"]), str(s["conns"]), str(s["payload"]), fmt_num(s["rate"]),
+             fmt_num(s["rate_achieved"]), fmt_us(s["fixed_p50_us"]), fmt_us(s["fixed_p99_us"]),
+             fmt_us(s["fixed_p999_us"]), fmt_num(s["fixed_srv_us"], 2),
+             fmt_pct(s["fixed_srv_util"]), ", ".join(notes(s))) for s in summary]
+    print_rows(hdr, rows, {0, 10}, [0] * len(rows))
+
+
 def fmt_loss(v):
     return "-" if v is None else "0" if v == 0 else f"{v:.2g}" if v < 1 else f"{v:.1f}"
 
@@ -819,6 +998,8 @@ def main():
                     msg = msg.replace(" c=", f" udp{' gso' if gso else ''} c=")
                 if proto == "cps":
                     msg = msg.replace(" c=", " cps c=")
+                if proto == "fixed":
+                    msg = msg.replace(" c=", " fixed c=")
                 if c:
                     msg += (f"{c['req_s']:10,.0f} req/s p99 {fmt_us(c['p99_us']):>6s} "
                             f"srv {c['server_cpu_util'] * 100:3.0f}% "
@@ -827,6 +1008,9 @@ def main():
                         msg += f" loss {fmt_loss(c['loss_pct'])}%"
                 if o:
                     msg += f" | {o['target_req_s']:,.0f}/s p99 {fmt_us(o['p99_us'])}"
+                    if proto == "fixed" and o.get("server_cpu_us_per_req") is not None:
+                        msg += (f" srv {o['server_cpu_us_per_req']:.2f} µs/req "
+                                f"{o['server_cpu_util'] * 100:.0f}%")
                 if r["errors"]:
                     failed = True
                     msg += "  FAILED: " + "; ".join(r["errors"])
@@ -842,6 +1026,7 @@ def main():
     rat = ratios(results, cells)
     crat = variant_ratios(results, cells, "cps")
     brat = variant_ratios(results, cells, "tcp")
+    head = headline(results)
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": platform.release(),
@@ -854,10 +1039,12 @@ def main():
         "echod": ECHOD, "echobench": ECHOBENCH, "refserver": REFSERVER,
         "udp": WITH_UDP, "udp_window": UDP_WINDOW, "udp_loss_timeout_s": UDP_LOSS_TIMEOUT,
         "peers": {f"{n}@{pr}": cmd for (n, pr), cmd in PEERS.items()},
+        "fixed_rate": FIXED_RATE, "fixed_conns": FIXED_CONNS, "fixed_payload": FIXED_PAYLOAD,
+        "aa": display(AA_KIND) if AA else None,
     }
     with open(JSON_OUT, "w") as f:
-        json.dump({"meta": meta, "summary": summary, "ratios": rat, "cps_ratios": crat,
-                   "busy_poll_ratios": brat, "runs": results}, f,
+        json.dump({"meta": meta, "summary": summary, "headline": head, "ratios": rat,
+                   "cps_ratios": crat, "busy_poll_ratios": brat, "runs": results}, f,
                   indent=1)
 
     print()
@@ -869,6 +1056,7 @@ def main():
     tcp = [s for s in summary if s["proto"] == "tcp"]
     udp = [s for s in summary if s["proto"] == "udp"]
     cps = [s for s in summary if s["proto"] == "cps"]
+    fixed = [s for s in summary if s["proto"] == "fixed"]
     if tcp:
         print()
         print_table(tcp)
@@ -899,6 +1087,25 @@ def main():
         print(f"busy_poll_us = {BUSY_POLL_US} over the default (0) at 1 connection, same backend "
               "and payload: round trip (closed loop, p50 and p99) and server CPU per request, "
               "median of the per-round ratios (min-max).  See bench/README.")
+    if fixed:
+        print()
+        print_fixed_table(fixed)
+        print()
+        print(f"fixed load: open loop at {FIXED_RATE:,.0f} req/s over {FIXED_CONNS} connections "
+              f"x {FIXED_PAYLOAD} bytes, the same for every server; latency from the intended "
+              "send time; srv µs/req: server CPU per request answered.  See bench/README.")
+    if head:
+        print()
+        print_headline(head)
+        print()
+        print(f"headline: echod / vs of each round, median over the rounds (min-max); fixed "
+              f"load = {FIXED_RATE:,.0f} req/s, {FIXED_CONNS} connections x {FIXED_PAYLOAD} "
+              f"bytes, open loop; saturation: closed loop at {FIXED_PAYLOAD} bytes.  better: "
+              "which way a ratio favours echod (lower: < 1; higher: > 1).  best peer: the best "
+              "peer of each round.  A/A: echod against itself under another name, the "
+              "resolution of this ruler.  rate not met in N: in N of the rounds a server "
+              "compared did not achieve 97% of the fixed load: its figures there are an "
+              "overload's, not equal work.")
     if rat:
         print()
         print_ratios(rat)
