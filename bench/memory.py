@@ -185,10 +185,6 @@ def measure(kind, conns, mode):
         srv.cleanup()
 
 
-def fmt(v, unit=""):
-    return "-" if v is None else f"{v:,.0f}{unit}"
-
-
 def main():
     if run.PEERS is None:
         run.log(f"memory.py: {run.PEERS_ERROR}")
@@ -250,8 +246,8 @@ def main():
             rows.append((r["server"], str(r["conns"]), r["mode"], "-", "-", "-", "-", "-", note))
             continue
         rows.append((r["server"], str(r["conns"]), r["mode"], f"{r['base_rss_mib']:.1f}",
-                     f"{r['rss_mib']:.1f}", fmt(r["rss_per_conn"]),
-                     fmt(r["kernel_slab_per_conn"]), fmt(r["kernel_tcp_per_conn"]), ""))
+                     f"{r['rss_mib']:.1f}", run.fmt_num(r["rss_per_conn"]),
+                     run.fmt_num(r["kernel_slab_per_conn"]), run.fmt_num(r["kernel_tcp_per_conn"]), ""))
     run.print_rows(("server", "conns", "mode", "RSS0 MiB", "RSS MiB", "B/conn", "slab B/conn",
                     "tcp B/conn", "note"), rows, {0, 2, 8}, [f"{r['conns']}" for r in results])
     print()

@@ -30,7 +30,7 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 	p->max_pending = cfg->max_pending;
 	p->idle_timeout_ms = cfg->idle_timeout * 1000u;
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
-	p->busy_poll_ns = cfg->busy_poll_us * 1000u;
+	p->busy_poll_us = cfg->busy_poll_us;
 	p->udp_gro = cfg->udp.gro;
 	p->udp_coalesce = cfg->udp.coalesce;
 	p->proxy_enabled = cfg->proxy_protocol.enabled;
@@ -92,24 +92,21 @@ void worker_clock(struct worker *w)
 void worker_woke(struct worker *w, unsigned nevents)
 {
 	worker_clock(w);
-	if (w->params.busy_poll_ns) {
-		struct timespec ts;
-		uint64_t now;
+	if (w->params.busy_poll_us) {
+		uint64_t now = conn_now_us();
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 		if (nevents)
-			w->spin_until_ns = now + w->params.busy_poll_ns;
-		else if (now >= w->spin_until_ns)
-			w->spin_until_ns = 0;
+			w->spin_until_us = now + w->params.busy_poll_us;
+		else if (now >= w->spin_until_us)
+			w->spin_until_us = 0;
 	} else {
-		w->spin_until_ns = 0;
+		w->spin_until_us = 0;
 	}
 }
 
 int worker_wait_ms(struct worker *w)
 {
-	return w->spin_until_ns ? 0 : worker_timeout_ms(w);
+	return w->spin_until_us ? 0 : worker_timeout_ms(w);
 }
 
 /* Hand-over: once every connection is idle (nothing in flight, and

@@ -29,7 +29,7 @@ struct worker_params {
 	uint32_t max_pending;       /* backpressure cap, bytes */
 	uint32_t idle_timeout_ms;   /* 0 = never */
 	uint32_t shutdown_ms;       /* drain deadline */
-	uint32_t busy_poll_ns;      /* busy_poll_us, in ns (0: off) */
+	uint32_t busy_poll_us;      /* busy_poll_us (0: off) */
 	bool udp_gro;               /* udp.gro (into dc.gro) */
 	bool udp_coalesce;          /* udp.coalesce (into dc.coalesce) */
 	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
@@ -88,7 +88,7 @@ struct worker {
 	struct ilist lru;                   /* open connections, least recently active first */
 	struct ilist hdr_wait;              /* those awaiting a PROXY header, oldest first */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
-	uint64_t spin_until_ns;             /* busy_poll_us: poll, not sleep, until (CLOCK_MONOTONIC) */
+	uint64_t spin_until_us;             /* busy_poll_us: poll, not sleep, until (conn_now_us) */
 	int fd_ceiling;                     /* a client fd at or above this is refused */
 	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */
 	bool quiesce_sent;                  /* hand-over: in-flight ops cancelled */
