@@ -674,6 +674,15 @@ class Notify:
                 for fd in fds:
                     self.store.append((name, fd))
 
+    def wait(self, pred, timeout=10):
+        """Wait until pred(msgs) holds: the reader thread can lag behind
+        what the daemon has already sent (a slow, sanitized run). Returns
+        pred's last value."""
+        end = time.monotonic() + timeout
+        while not pred(self.msgs) and time.monotonic() < end:
+            time.sleep(0.05)
+        return pred(self.msgs)
+
     def close(self):
         self.stop = True
         self.t.join(2)

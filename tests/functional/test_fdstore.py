@@ -28,7 +28,8 @@ for be in backends():
         with tap.guard(be), Daemon(be, port=port, args=["--fd-store"], shutdown_timeout=1,
                                    env={"NOTIFY_SOCKET": n.path}) as d:
             time.sleep(0.2)
-            tap.ok(any("READY=1" in m for m in n.msgs), f"[{be}] READY=1 sent")
+            tap.ok(n.wait(lambda msgs: any("READY=1" in m for m in msgs)),
+                   f"[{be}] READY=1 sent")
             stream = client_bg(port, "-c", 6, "-n", "96M", "--no-read-ms", 1500, "-s", 111,
                                timeout=60)
             stalled = client_bg(port, "-c", 2, "-n", "16M", "--no-read-ms", 2500, "-s", 112,
@@ -36,10 +37,10 @@ for be in backends():
             time.sleep(0.8)
             d.signal(signal.SIGTERM)
             rc = d.wait(15)
-            time.sleep(0.3)
+            n.wait(lambda _: sum(x[0].startswith("conn.") for x in n.store) >= 8, timeout=5)
             conns = [x for x in n.store if x[0].startswith("conn.")]
             datas = [x for x in n.store if x[0].startswith("data.")]
-            tap.ok(rc == 0 and any("STOPPING=1" in m for m in n.msgs),
+            tap.ok(rc == 0 and n.wait(lambda msgs: any("STOPPING=1" in m for m in msgs)),
                    f"[{be}] SIGTERM: STOPPING=1, exit 0", diag=d.log_tail())
             tap.ok(len(conns) == 8 and len(datas) >= 2,
                    f"[{be}] 8 connections stored, {len(datas)} with unsent bytes in a memfd",
@@ -57,6 +58,7 @@ for be in backends():
             n.store.clear()
             tap.ok(re.search(r"fd store: resuming 8 connection", d2.log()),
                    f"[{be}] the new echod resumes the 8 connections", diag=d2.log_tail())
+            n.wait(lambda msgs: sum("FDSTOREREMOVE=1" in m for m in msgs) >= len(fds))
             removed = [m for m in n.msgs if "FDSTOREREMOVE=1" in m]
             tap.ok(len(removed) == len(fds), f"[{be}] FDSTOREREMOVE for each of the "
                    f"{len(fds)} stored fds", diag="\n".join(n.msgs))
