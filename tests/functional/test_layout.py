@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The source tree keeps its architecture: src/ has no include cycle
 (a module is its .c and .h together), no file over 700 lines, every file
-opens with a comment naming it and saying what it does, and nothing
-outside a backend includes liburing or sys/epoll.h (the backends
-implement one contract, backend.h; nothing else knows which runs)."""
+opens with a comment naming it and saying what it does, README.md's
+"Source layout" names every file, and nothing outside a backend includes
+liburing or sys/epoll.h (the backends implement one contract, backend.h;
+nothing else knows which runs)."""
 import os
 import re
 import sys
@@ -78,6 +79,19 @@ tap.ok(not big, f"src/: no file over {MAX_LINES} lines (largest {largest}, {size
 unnamed = [f for f in files if not text[f].startswith(f"/* {f} - ")]
 tap.ok(not unnamed, "src/: every file opens with '/* NAME - what it does'",
        diag=", ".join(unnamed))
+
+# README's "Source layout": `src/X.c`, `src/X.h` or `src/X.[ch]` in its
+# table, so that a newcomer's map of the tree names every file
+with open(os.path.join(ECHOD_SRCDIR, "README.md")) as fh:
+    readme = fh.read()
+layout = re.search(r"^## Source layout\n(.*?)(?=^## |\Z)", readme, re.M | re.S)
+named = set()
+for m in re.findall(r"`src/(\w+)\.(c|h|\[ch\])`", layout.group(1) if layout else ""):
+    named.update([f"{m[0]}.c", f"{m[0]}.h"] if m[1] == "[ch]" else [f"{m[0]}.{m[1]}"])
+unlisted = [f for f in files if f not in named]
+tap.ok(layout and not unlisted,
+       f"README.md's source layout names every file of src/ ({len(files)})",
+       diag="not named: " + ", ".join(unlisted))
 
 for hdr, allowed in BACKEND_HEADERS.items():
     users = [f for f in files if hdr in includes(f)]
