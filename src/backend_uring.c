@@ -198,6 +198,18 @@ static void ur_send(struct worker *w, struct conn *c)
 
 /* ---- connection state ---- */
 
+/* Put c on the list of connections waiting for buffers (at its tail). */
+static void ur_starve(struct worker *w, struct conn *c)
+{
+	struct ur *ur = w->be;
+
+	if (!(c->bstate & UB_STARVED)) {
+		c->bstate |= UB_STARVED;
+		ilist_push_tail(w, &ur->starved, c, WAIT);
+		ur->nstarved++;
+	}
+}
+
 /* Take c off the list of connections waiting for buffers. */
 static void ur_unstarve(struct worker *w, struct conn *c)
 {
@@ -206,6 +218,7 @@ static void ur_unstarve(struct worker *w, struct conn *c)
 	if (c->bstate & UB_STARVED) {
 		ilist_remove(w, &ur->starved, c, WAIT);
 		c->bstate &= ~UB_STARVED;
+		ur->nstarved--;
 	}
 }
 
@@ -306,13 +319,18 @@ static void ur_process(struct worker *w, struct conn *c)
 			return;
 		if (ur->g[UR_BGID_MAIN].nfree) {
 			ur_arm_recv(w, c);
-		} else if (conn_may_use_reserve(c) && ur->g[UR_BGID_RESV].nfree &&
-			   ur_sock_writable(w, c)) {
-			ur_arm_recv_reserve(w, c);
+		} else if (conn_may_use_reserve(c) && ur->g[UR_BGID_RESV].nfree) {
+			if (ur_sock_writable(w, c)) {
+				ur_arm_recv_reserve(w, c);
+			} else {
+				/* its socket is full: its poll brings it back,
+				 * and meanwhile no one waits behind it */
+				conn_no_buffer(&w->cc, c);
+				ur_unstarve(w, c);
+			}
 		} else {
 			conn_no_buffer(&w->cc, c);
-			c->bstate |= UB_STARVED;
-			ilist_push_tail(w, &ur->starved, c, WAIT);
+			ur_starve(w, c);
 		}
 	} else if ((c->bstate & UB_RECV) && !(c->bstate & UB_RECV_CANCEL)) {
 		/* backpressure (or drain): stop the multishot recv */
@@ -405,10 +423,8 @@ static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		conn_eof(&w->cc, c);
 	} else if (res == -ENOBUFS) {
 		conn_no_buffer(&w->cc, c);
-		if (!more && !(c->bstate & (UB_STARVED | UB_CLOSING))) {
-			c->bstate |= UB_STARVED;
-			ilist_push_tail(w, &ur->starved, c, WAIT);
-		}
+		if (!more && !(c->bstate & UB_CLOSING))
+			ur_starve(w, c);
 	} else if (res < 0 && res != -ECANCELED) {
 		ctr_add(&w->cc.ctr->op_errors[WOP_RECV], 1);
 		log_errno(LOG_DEBUG, res, "worker %u: recv fd %d", w->id, c->fd);
@@ -533,19 +549,28 @@ static void ur_handle(struct worker *w, struct io_uring_cqe *cqe)
 	}
 }
 
-/* Give returned buffers to the connections that ran out. */
+/* Give returned buffers to the connections that ran out, oldest first.
+ * Only a connection that arms a recv spends the budget (one buffer it
+ * will take): one that may not take a buffer now (paused by backpressure,
+ * denied the reserve) leaves the list or goes back to its tail, and the
+ * walk goes on, so that a newcomer the reserve would serve never waits
+ * behind them.  Each connection is visited once a walk. */
 static void ur_feed_starved(struct worker *w)
 {
 	struct ur *ur = w->be;
 	uint32_t budget = w->cc.pool.nfree;
+	uint32_t visits = ur->nstarved;
 
-	while (budget && !ilist_empty(&ur->starved)) {
+	while (budget && visits-- && !ilist_empty(&ur->starved)) {
 		struct conn *c = ilist_pop(w, &ur->starved, WAIT);
 
 		c->bstate &= ~UB_STARVED;
-		ctr_add(&w->cc.ctr->rearms, 1);
+		ur->nstarved--;
 		ur_process(w, c);
-		budget--;
+		if (c->bstate & UB_RECV) {
+			ctr_add(&w->cc.ctr->rearms, 1);
+			budget--;
+		}
 	}
 }
 
@@ -560,6 +585,7 @@ static int ur_init(struct worker *w)
 	if (err)
 		return err;
 	ilist_init(&ur->starved);
+	ur->nstarved = 0;
 	w->be = ur;
 	w->cc.buf_release = ur_buf_release;
 	/* every buffer to the kernel */

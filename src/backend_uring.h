@@ -125,6 +125,7 @@ struct ur {
 	bool accept_armed[LISTEN_MAX];
 	uint64_t ctl_val;               /* the eventfd read lands here */
 	struct ilist starved;           /* connections waiting for buffers */
+	uint32_t nstarved;              /* how many */
 	struct ur_tx *tx;               /* one per connection slot, touched as used */
 	size_t tx_maplen;
 	struct ur_udp u;
