@@ -323,10 +323,9 @@ static void ur_process(struct worker *w, struct conn *c)
 			if (ur_sock_writable(w, c)) {
 				ur_arm_recv_reserve(w, c);
 			} else {
-				/* its socket is full: its poll brings it back,
-				 * and meanwhile no one waits behind it */
+				/* its socket is full: its poll brings it back;
+				 * off the list meanwhile, no one waits behind it */
 				conn_no_buffer(&w->cc, c);
-				ur_unstarve(w, c);
 			}
 		} else {
 			conn_no_buffer(&w->cc, c);
