@@ -44,6 +44,7 @@
 #define UB_CAPPED      (1u << 7)   /* the multishot recv carries a byte limit */
 #define UB_POLL        (1u << 8)   /* a POLLOUT poll in flight: denied the reserve
 				      while its socket was full, retried when writable */
+#define UB_BUNDLE      (1u << 9)   /* the multishot recv is a bundle */
 #define UB_INFLIGHT    (UB_RECV | UB_SEND | UB_POLL)
 
 #define WAIT offsetof(struct conn, wait)
@@ -69,32 +70,6 @@ struct io_uring_sqe *ur_sqe(struct worker *w)
 		}
 	}
 	return sqe;
-}
-
-static void ur_publish_buffers(struct ur *ur)
-{
-	for (int i = 0; i < UR_NGROUPS; i++) {
-		if (ur->g[i].pending) {
-			io_uring_buf_ring_advance(ur->g[i].br, ur->g[i].pending);
-			ur->g[i].pending = 0;
-		}
-	}
-}
-
-static inline struct ur_group *ur_group_of(struct ur *ur, uint32_t bid)
-{
-	return &ur->g[bid >= ur->resv_first ? UR_BGID_RESV : UR_BGID_MAIN];
-}
-
-static void ur_buf_release(struct conn_ctx *cc, uint32_t bid)
-{
-	struct ur *ur = worker_of(cc)->be;
-	struct ur_group *g = ur_group_of(ur, bid);
-
-	io_uring_buf_ring_add(g->br, bufpool_ptr(&cc->pool, bid), cc->pool.size,
-			      (unsigned short)bid, g->mask, g->pending++);
-	g->nfree++;
-	cc->pool.nfree++;
 }
 
 static void ur_arm_accept(struct worker *w, unsigned i)
@@ -137,7 +112,8 @@ static uint32_t ur_allowance(struct worker *w, const struct conn *c)
 
 /* A multishot recv from the main group, limited (where the kernel can)
  * to what backpressure allows: one client cannot drain the ring in one
- * kernel pass. */
+ * kernel pass.  A bundle where the kernel has them: what the socket
+ * holds, up to that limit, in one completion. */
 static void ur_arm_recv(struct worker *w, struct conn *c)
 {
 	struct ur *ur = w->be;
@@ -146,7 +122,11 @@ static void ur_arm_recv(struct worker *w, struct conn *c)
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = UR_BGID_MAIN;
-	c->bstate &= ~(UB_ONCE | UB_CAPPED);
+	c->bstate &= ~(UB_ONCE | UB_CAPPED | UB_BUNDLE);
+	if (ur->bundle) {
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+		c->bstate |= UB_BUNDLE;
+	}
 	if (ur->mshot_limit) {
 		uint32_t allow = ur_allowance(w, c);
 
@@ -167,7 +147,7 @@ static void ur_arm_recv_reserve(struct worker *w, struct conn *c)
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = UR_BGID_RESV;
 	io_uring_sqe_set_data64(sqe, ud_make(UOP_RECV, c->gen, c->idx));
-	c->bstate = (c->bstate & ~UB_CAPPED) | UB_RECV | UB_ONCE;
+	c->bstate = (c->bstate & ~(UB_CAPPED | UB_BUNDLE)) | UB_RECV | UB_ONCE;
 }
 
 /* Send the unsent bytes: the head buffer alone with send, or up to
@@ -388,33 +368,41 @@ static void ur_update_accept(struct worker *w)
 
 /* ---- completions ---- */
 
-static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
+/* c's receive was refused with EINVAL: if it used the multishot byte
+ * limit (6.15) or, failing that, a bundle (6.10), do without it from now
+ * on (a kernel, or a filter, that refuses it) and say so once.  false:
+ * it used neither, the error is c's. */
+static bool ur_drop_feature(struct worker *w, const struct conn *c)
 {
 	struct ur *ur = w->be;
+
+	if (c->bstate & UB_CAPPED) {
+		if (ur->mshot_limit)
+			log_info("worker %u: io_uring: no multishot recv byte limit on this kernel", w->id);
+		ur->mshot_limit = false;
+	} else if (c->bstate & UB_BUNDLE) {
+		if (ur->bundle)
+			log_info("worker %u: io_uring: no recv bundles on this kernel", w->id);
+		ur->bundle = false;
+	} else {
+		return false;
+	}
+	return true;
+}
+
+static void ur_on_recv(struct worker *w, struct io_uring_cqe *cqe)
+{
 	struct conn *c = worker_conn_get(w, ud_idx(cqe->user_data), ud_gen(cqe->user_data));
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	int res = cqe->res;
 
-	if (cqe->flags & IORING_CQE_F_BUFFER) {
-		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-
-		ur_group_of(ur, bid)->nfree--;
-		w->cc.pool.nfree--;
-		if (!c || res <= 0) {
-			ur_buf_release(&w->cc, bid);     /* never lose a buffer */
-		} else {
-			conn_received(&w->cc, c, bid, 0, (uint32_t)res);
-		}
-	}
+	if (cqe->flags & IORING_CQE_F_BUFFER)
+		ur_take_buffers(w, c, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
 	if (!c)
 		return;
 	if (!more)
 		c->bstate &= ~(UB_RECV | UB_RECV_CANCEL);
-	if (res == -EINVAL && (c->bstate & UB_CAPPED) && ur->mshot_limit) {
-		/* an older kernel refuses the byte limit: do without it */
-		ur->mshot_limit = false;
-		c->bstate &= ~UB_CAPPED;
-		log_info("worker %u: io_uring: no multishot recv byte limit on this kernel", w->id);
+	if (res == -EINVAL && ur_drop_feature(w, c)) {
 		ur_process(w, c);
 		return;
 	}
@@ -561,10 +549,9 @@ static void ur_feed_starved(struct worker *w)
 	uint32_t visits = ur->nstarved;
 
 	while (budget && visits-- && !ilist_empty(&ur->starved)) {
-		struct conn *c = ilist_pop(w, &ur->starved, WAIT);
+		struct conn *c = &w->conns[ur->starved.head];
 
-		c->bstate &= ~UB_STARVED;
-		ur->nstarved--;
+		ur_unstarve(w, c);
 		ur_process(w, c);
 		if (c->bstate & UB_RECV) {
 			ctr_add(&w->cc.ctr->rearms, 1);

@@ -1,7 +1,8 @@
 /* backend_uring.h - the io_uring backend's private header, shared by
  * backend_uring.c (the event loop: submissions, completions, connection
- * state), backend_uring_udp.c (the UDP echo) and backend_uring_setup.c
- * (the ring: probe, creation, op restrictions, provided-buffer rings).
+ * state), backend_uring_bufs.c (the TCP receive buffers and their rings),
+ * backend_uring_udp.c (the UDP echo) and backend_uring_setup.c (the ring:
+ * probe, creation, op restrictions, provided-buffer rings).
  * Nothing outside the io_uring backend includes it (tests excepted). */
 #ifndef ECHOD_BACKEND_URING_H
 #define ECHOD_BACKEND_URING_H
@@ -29,6 +30,16 @@ struct worker;
 #define UR_BGID_UDP    2       /* the UDP sockets' datagram buffers */
 #define UR_NGROUPS     3
 #define UR_TX_IOV      8       /* buffers one send may gather (sendmsg) */
+
+/* Recv bundles (6.10): one receive fills several buffers of the ring, in
+ * ring order, and its completion names the first.  Liburing 2.3's
+ * header predates them. */
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE      (1U << 4)
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
 
 /* UDP: each buffer holds the largest datagram (or GRO-coalesced receive)
  * after the recvmsg_out header, the source address and the control data.
@@ -122,6 +133,9 @@ struct ur {
 	struct ur_group g[UR_NGROUPS];  /* UR_BGID_MAIN, UR_BGID_RESV, UR_BGID_UDP */
 	uint32_t resv_first;            /* bids from here on belong to the reserve */
 	bool mshot_limit;               /* kernel takes a multishot recv byte limit */
+	bool bundle;                    /* multishot recvs fill several buffers */
+	uint32_t *slot;                 /* per buffer id: the ring entry it was last
+					   added at (a bundle's next buffers follow it) */
 	bool accept_armed[LISTEN_MAX];
 	uint64_t ctl_val;               /* the eventfd read lands here */
 	struct ilist starved;           /* connections waiting for buffers */
@@ -129,7 +143,7 @@ struct ur {
 	struct ur_tx *tx;               /* one per connection slot, touched as used */
 	size_t tx_maplen;
 	struct ur_udp u;
-	char features[200];
+	char features[256];
 };
 
 
@@ -149,6 +163,16 @@ int ur_probe(const struct echod_config *cfg, char *why, size_t whylen);
 int ur_setup(struct worker *w, struct ur **out);
 /* Undo ur_setup: the ring's teardown cancels whatever is in flight. */
 void ur_teardown(struct ur *ur);
+
+/* TCP receive buffers (backend_uring_bufs.c).  Make the buffers given
+ * back since the last call visible to the kernel. */
+void ur_publish_buffers(struct ur *ur);
+/* conn_ctx.buf_release: buffer bid back to its ring. */
+void ur_buf_release(struct conn_ctx *cc, uint32_t bid);
+/* A receive of res bytes (or an error, res <= 0) into buffer bid and,
+ * with a bundle, the ring's next ones: queue each for c's echo in order,
+ * or give it back (no bytes, or c gone: NULL). */
+void ur_take_buffers(struct worker *w, struct conn *c, uint32_t bid, int res);
 
 /* A free SQE, submitting what is queued when the SQ is full. */
 struct io_uring_sqe *ur_sqe(struct worker *w);

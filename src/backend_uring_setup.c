@@ -182,6 +182,7 @@ static void ur_free(struct ur *ur)
 		munmap(ur->u.bufs, ur->u.bufs_maplen);
 	if (ur->u.tx)
 		munmap(ur->u.tx, ur->u.tx_maplen);
+	free(ur->slot);
 	free(ur);
 }
 
@@ -214,6 +215,15 @@ static int ur_group_setup(struct worker *w, struct ur *ur, int bgid, uint32_t n)
 		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register_buf_ring: %s",
 			 strerror(-err));
 	return err;
+}
+
+/* Recv bundles where the kernel has them (6.10), unless
+ * ECHOD_URING_BUNDLE=0 (a knob for tests of the fallback, and for
+ * measuring what bundles save). */
+static bool ur_bundle(const struct ur *ur)
+{
+	return (ur->ring.features & IORING_FEAT_RECVSEND_BUNDLE) &&
+	       ur_env_uint("ECHOD_URING_BUNDLE", 0, 1, 1);
 }
 
 /* UDP buffers per worker: UR_UDP_BUFS, or ECHOD_URING_UDP_BUFFERS
@@ -290,6 +300,13 @@ int ur_setup(struct worker *w, struct ur **out)
 		err = -ENOMEM;
 		goto fail;
 	}
+	ur->slot = calloc(w->buffer_count, sizeof(*ur->slot));
+	if (!ur->slot) {
+		err = -ENOMEM;
+		snprintf(w->init_error, sizeof(w->init_error), "calloc of %u buffer slots: %s",
+			 w->buffer_count, strerror(-err));
+		goto fail;
+	}
 	ur->resv_first = w->buffer_count - w->cc.buf_reserve;
 	err = ur_group_setup(w, ur, UR_BGID_MAIN, ur->resv_first);
 	if (!err)
@@ -299,6 +316,7 @@ int ur_setup(struct worker *w, struct ur **out)
 	if (err)
 		goto fail;
 	ur->mshot_limit = true;     /* until the kernel says otherwise */
+	ur->bundle = ur_bundle(ur);
 	bool regfd = io_uring_register_ring_fd(&ur->ring) == 1;
 
 	err = ur_restrict(&ur->ring);
@@ -314,9 +332,10 @@ int ur_setup(struct worker *w, struct ur **out)
 		goto fail;
 	}
 	snprintf(ur->features, sizeof(ur->features),
-		 "%s, %s, buffer rings %u + %u reserve x %u bytes, UDP %u x %u bytes%s, restricted",
+		 "%s, %s, %s, buffer rings %u + %u reserve x %u bytes, UDP %u x %u bytes%s, restricted",
 		 ur_flags_name(flags),
 		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
+		 ur->bundle ? "recv bundles" : "no recv bundles",
 		 ur->resv_first, w->cc.buf_reserve, w->buffer_size, ur->u.nbufs, ur->u.size,
 		 regfd ? ", registered ring fd" : "");
 	*out = ur;

@@ -43,6 +43,7 @@ struct worker_counters {
 	_Atomic uint64_t buf_exhausted;      /* times a connection found no free buffer */
 	_Atomic uint64_t cq_overflow;        /* io_uring only */
 	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
+	_Atomic uint64_t recv_bundles;       /* io_uring only: receives filling several buffers */
 	_Atomic uint64_t udp_rx_datagrams;   /* UDP: datagrams received (a GRO receive: each) */
 	_Atomic uint64_t udp_rx_bytes;
 	_Atomic uint64_t udp_tx_datagrams;   /* UDP: datagrams echoed */

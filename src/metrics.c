@@ -256,6 +256,8 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	   "Event loop iterations that found the io_uring completion queue overflowed.");
 	PW(b, m, "echod_multishot_rearms_total", "counter", rearms,
 	   "io_uring multishot accepts and receives armed again after they ended.");
+	PW(b, m, "echod_recv_bundles_total", "counter", recv_bundles,
+	   "io_uring receives that filled several buffers at once (recv bundles, kernel 6.10).");
 
 	PW(b, m, "echod_udp_received_datagrams_total", "counter", udp_rx_datagrams,
 	   "UDP datagrams received (each datagram of a GRO receive), echoed or dropped.");
