@@ -62,6 +62,14 @@ Busy polling (the busy_poll_us setting; bench/README):
                          table of ratios gives its round trip (p50, p99) and its
                          server CPU per request over the plain configuration's
 
+Batched waits (the batch_wait_us setting; bench/README):
+  BENCH_BATCH_WAIT       batch_wait_us of the "io_uring+batch_wait" server (default
+                         0: none): io_uring echod with that setting, run beside
+                         the plain one in every TCP, fixed and UDP cell (when
+                         io_uring is among the backends), in the headline as an
+                         echod of its own, and in the variant table (its round
+                         trip and CPU over the plain configuration's)
+
 Peers, run in the same rounds with the same client:
   BENCH_SERVERS          'name@udp=command;name@tcp=command;...': {PORT} in the
                          command is replaced by a free port, {CPU} by the server
@@ -160,6 +168,7 @@ CPS_PAYLOAD = 64
 CPS_SOURCES = 64                # client source addresses: ephemeral ports to spare
 CPS_VARIANTS = env_list("BENCH_CPS_VARIANTS", ["deny10k", "per_source"])
 BUSY_POLL_US = int(env_float("BENCH_BUSY_POLL", 50))
+BATCH_WAIT_US = int(env_float("BENCH_BATCH_WAIT", 0))
 FIXED_RATE = env_float("BENCH_FIXED_RATE", 60000)
 FIXED_CONNS = int(env_float("BENCH_FIXED_CONNS", 64))
 FIXED_PAYLOAD = int(env_float("BENCH_FIXED_PAYLOAD", 1024))
@@ -192,6 +201,8 @@ def variant_conf(variant, directory):
         return "max_connections = 1048576;\n"
     if variant == "busy_poll":
         return f"busy_poll_us = {BUSY_POLL_US};\n"
+    if variant == "batch_wait":
+        return f"batch_wait_us = {BATCH_WAIT_US};\n"
     if variant == "per_source":
         # every per-source limit on, none reached: the table's lock and
         # bucket arithmetic on every accept and close
@@ -542,11 +553,17 @@ def headline_sat_conns():
     return [c for c in CONNS if c > 1] if FIXED_PAYLOAD in PAYLOADS else []
 
 
+def batch_kinds(backends):
+    """The "+batch_wait" servers (BENCH_BATCH_WAIT) of these backends: io_uring's."""
+    return [b + "+batch_wait" for b in backends if BATCH_WAIT_US and b == "io_uring"]
+
+
 def cell_list():
     """Every cell of a round: (proto, server, conns or flows, payload, gso)."""
     cells = []
     if WITH_TCP:
-        servers = BACKENDS + ["peer:" + n for (n, pr) in PEERS if pr == "tcp"]
+        servers = (BACKENDS + batch_kinds(BACKENDS)
+                   + ["peer:" + n for (n, pr) in PEERS if pr == "tcp"])
         cells += [("tcp", b, c, p, False) for b in servers for c in CONNS for p in PAYLOADS]
         if AA:
             cells += [("tcp", AA_KIND, c, FIXED_PAYLOAD, False) for c in headline_sat_conns()]
@@ -561,7 +578,7 @@ def cell_list():
         cells += [("cps", b + v, CPS_CONNS, CPS_PAYLOAD, False)
                   for b in BACKENDS for v in [""] + ["+" + x for x in CPS_VARIANTS]]
     if WITH_UDP:
-        servers = (UDP_BACKENDS + (["ref"] if WITH_REF else [])
+        servers = (UDP_BACKENDS + batch_kinds(UDP_BACKENDS) + (["ref"] if WITH_REF else [])
                    + ["peer:" + n for (n, pr) in PEERS if pr == "udp"])
         cells += [("udp", b, f, p, g) for b in servers for f in UDP_FLOWS
                   for p in UDP_PAYLOADS for g in UDP_GSO]
@@ -717,7 +734,7 @@ def headline(results, backends=None, peers=None, twin=None):
     the per-round ratios, with the ratios themselves.  backends, peers
     (server kinds, "peer:name") and twin default to this run's."""
     vals = headline_values(results)
-    backends = BACKENDS if backends is None else backends
+    backends = BACKENDS + batch_kinds(BACKENDS) if backends is None else backends
     if peers is None:
         peers = ["peer:" + n for (n, pr) in PEERS if pr == "tcp"]
     if twin is None:
@@ -825,11 +842,13 @@ def fmt_ratio(x, name):
     return (f"{x[f'{name}_ratio']:.3f}", f"{x[f'{name}_min']:.3f}-{x[f'{name}_max']:.3f}")
 
 
-def print_busy_poll(rat):
-    rows = [(x["backend"], str(x["payload"]), *fmt_ratio(x, "p50"), *fmt_ratio(x, "p99"),
-             *fmt_ratio(x, "cpu"), str(x["rounds"])) for x in rat]
-    print_rows(("echod", "payload", "p50 ratio", "min-max", "p99 ratio", "min-max",
-                "srv µs ratio", "min-max", "rounds"), rows, {0}, [x["backend"] for x in rat])
+def print_variants(rat):
+    rows = [(x["backend"], x["variant"], str(x["conns"]), str(x["payload"]),
+             *fmt_ratio(x, "p50"), *fmt_ratio(x, "p99"), *fmt_ratio(x, "cpu"),
+             *fmt_ratio(x, "rate"), str(x["rounds"])) for x in rat]
+    print_rows(("echod", "variant", "conns", "payload", "p50 ratio", "min-max", "p99 ratio",
+                "min-max", "srv µs ratio", "min-max", "req/s ratio", "min-max", "rounds"),
+               rows, {0, 1}, [x["backend"] + x["variant"] for x in rat])
 
 
 def notes(s):
@@ -1082,11 +1101,13 @@ def main():
               "the per-round ratios (min-max).  See bench/README.")
     if brat:
         print()
-        print_busy_poll(brat)
+        print_variants(brat)
         print()
-        print(f"busy_poll_us = {BUSY_POLL_US} over the default (0) at 1 connection, same backend "
-              "and payload: round trip (closed loop, p50 and p99) and server CPU per request, "
-              "median of the per-round ratios (min-max).  See bench/README.")
+        print(f"variants over the default configuration, same backend, connections and payload "
+              f"(busy_poll: busy_poll_us = {BUSY_POLL_US}, 1 connection; batch_wait: "
+              f"batch_wait_us = {BATCH_WAIT_US}): round trip (closed loop, p50 and p99), server "
+              "CPU per request and req/s, median of the per-round ratios (min-max).  See "
+              "bench/README.")
     if fixed:
         print()
         print_fixed_table(fixed)

@@ -509,8 +509,10 @@ static int ep_run(struct worker *w)
 
 	while (!worker_finished(w)) {
 		int timeout = ilist_empty(&ep->ready) && !epu_ready(ep->udp) ? worker_wait_ms(w) : 0;
-		int n = epoll_wait(ep->epfd, ep->ev, EP_EVENTS, timeout);
+		int n;
 
+		(void)worker_batch_wait_us(w, false);   /* no min-wait for epoll_wait: logged */
+		n = epoll_wait(ep->epfd, ep->ev, EP_EVENTS, timeout);
 		worker_woke(w, n > 0 ? (unsigned)n : 0);
 		if (n < 0) {
 			if (errno == EINTR)

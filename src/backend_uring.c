@@ -589,12 +589,15 @@ static int ur_init(struct worker *w)
 static int ur_run(struct worker *w)
 {
 	struct ur *ur = w->be;
+	unsigned last = 0;      /* completions the last wait brought */
 
 	while (!worker_finished(w)) {
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 		int timeout = worker_wait_ms(w);
+		uint32_t batch_us = worker_batch_wait_us(w, ur->min_timeout);
+		bool batch;
 		int ret;
 
 		ur_publish_buffers(ur);
@@ -603,10 +606,18 @@ static int ur_run(struct worker *w)
 			ts.tv_nsec = (long long)(timeout % 1000) * 1000000;
 			tsp = &ts;
 		}
-		ret = io_uring_submit_and_wait_timeout(&ur->ring, &cqe, 1, tsp, NULL);
-		worker_woke(w, io_uring_cq_ready(&ur->ring));
+		/* batch_wait_us: under load (the last wait brought several
+		 * completions), wait for more; a lone connection's is not held */
+		batch = batch_us && last >= UR_BATCH_FROM && timeout != 0;
+		if (batch)
+			ret = ur_wait_batch(ur, UR_BATCH_MAX, batch_us, tsp);
+		else
+			ret = io_uring_submit_and_wait_timeout(&ur->ring, &cqe, 1, tsp, NULL);
+		last = io_uring_cq_ready(&ur->ring);
+		worker_woke(w, last);
 		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
-			log_errno(LOG_ERR, ret, "worker %u: io_uring_submit_and_wait_timeout", w->id);
+			log_errno(LOG_ERR, ret, "worker %u: %s", w->id,
+				  batch ? "io_uring_enter (min-wait)" : "io_uring_submit_and_wait_timeout");
 			return ret;
 		}
 		if (io_uring_cq_has_overflow(&ur->ring))

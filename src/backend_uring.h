@@ -40,6 +40,14 @@ struct worker;
 #ifndef IORING_FEAT_RECVSEND_BUNDLE
 #define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
 #endif
+/* Min-wait timeouts (6.12): a wait for n completions that returns once
+ * min_wait_usec has passed with at least one (io_uring_getevents_arg's
+ * field after sigmask_sz, "pad" in liburing 2.3's header). */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT     (1U << 15)
+#endif
+#define UR_BATCH_FROM  3       /* batch_wait_us: only after a wait that brought this many */
+#define UR_BATCH_MAX   64      /* ... and for at most this many */
 
 /* UDP: each buffer holds the largest datagram (or GRO-coalesced receive)
  * after the recvmsg_out header, the source address and the control data.
@@ -134,6 +142,8 @@ struct ur {
 	uint32_t resv_first;            /* bids from here on belong to the reserve */
 	bool mshot_limit;               /* kernel takes a multishot recv byte limit */
 	bool bundle;                    /* multishot recvs fill several buffers */
+	bool min_timeout;               /* waits take a min-wait timeout (batch_wait_us) */
+	bool regfd;                     /* the ring fd is registered */
 	uint32_t *slot;                 /* per buffer id: the ring entry it was last
 					   added at (a bundle's next buffers follow it) */
 	bool accept_armed[LISTEN_MAX];
@@ -161,6 +171,12 @@ int ur_probe(const struct echod_config *cfg, char *why, size_t whylen);
 /* The worker's ring, enabled and restricted, its send slots and its two
  * buffer rings (registered, empty): *out, or -errno with w->init_error. */
 int ur_setup(struct worker *w, struct ur **out);
+/* Submit what is queued and wait for wait_nr completions, or min_wait_us
+ * if at least one came by then, or ts (NULL: no limit) if none did:
+ * io_uring_enter(2) with a min-wait timeout (ur->min_timeout).  The number
+ * submitted, or -errno (-ETIME: ts passed). */
+int ur_wait_batch(struct ur *ur, unsigned wait_nr, unsigned min_wait_us,
+		  struct __kernel_timespec *ts);
 /* Undo ur_setup: the ring's teardown cancels whatever is in flight. */
 void ur_teardown(struct ur *ur);
 

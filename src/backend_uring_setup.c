@@ -319,6 +319,9 @@ int ur_setup(struct worker *w, struct ur **out)
 	ur->bundle = ur_bundle(ur);
 	bool regfd = io_uring_register_ring_fd(&ur->ring) == 1;
 
+	ur->regfd = regfd;
+	ur->min_timeout = ur->ring.features & IORING_FEAT_MIN_TIMEOUT;
+
 	err = ur_restrict(&ur->ring);
 	if (err) {
 		snprintf(w->init_error, sizeof(w->init_error), "io_uring_register IORING_REGISTER_RESTRICTIONS: %s",
@@ -332,10 +335,11 @@ int ur_setup(struct worker *w, struct ur **out)
 		goto fail;
 	}
 	snprintf(ur->features, sizeof(ur->features),
-		 "%s, %s, %s, buffer rings %u + %u reserve x %u bytes, UDP %u x %u bytes%s, restricted",
+		 "%s, %s, %s, %s, buffer rings %u + %u reserve x %u bytes, UDP %u x %u bytes%s, restricted",
 		 ur_flags_name(flags),
 		 ur->ring.features & IORING_FEAT_EXT_ARG ? "EXT_ARG" : "no EXT_ARG",
 		 ur->bundle ? "recv bundles" : "no recv bundles",
+		 ur->min_timeout ? "min-wait timeouts" : "no min-wait timeouts",
 		 ur->resv_first, w->cc.buf_reserve, w->buffer_size, ur->u.nbufs, ur->u.size,
 		 regfd ? ", registered ring fd" : "");
 	*out = ur;
@@ -344,6 +348,30 @@ fail:
 	io_uring_queue_exit(&ur->ring);
 	ur_free(ur);
 	return err;
+}
+
+int ur_wait_batch(struct ur *ur, unsigned wait_nr, unsigned min_wait_us,
+		  struct __kernel_timespec *ts)
+{
+	struct io_uring_sq *sq = &ur->ring.sq;
+	struct io_uring_getevents_arg arg;
+	unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+	int fd = ur->ring.ring_fd;
+
+	/* what io_uring_submit does first: the queued SQEs to the kernel */
+	if (sq->sqe_head != sq->sqe_tail) {
+		sq->sqe_head = sq->sqe_tail;
+		io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
+	}
+	memset(&arg, 0, sizeof(arg));
+	arg.pad = min_wait_us;          /* min_wait_usec */
+	arg.ts = (uint64_t)(uintptr_t)ts;
+	if (ur->regfd) {
+		flags |= IORING_ENTER_REGISTERED_RING;
+		fd = ur->ring.enter_ring_fd;
+	}
+	return io_uring_enter2((unsigned)fd, sq->sqe_tail - *sq->khead, wait_nr, flags,
+			       (sigset_t *)&arg, sizeof(arg));
 }
 
 void ur_teardown(struct ur *ur)

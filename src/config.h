@@ -50,6 +50,7 @@
 #define CONFIG_MAX_CONNECTIONS_MAX  1048576
 #define CONFIG_IDLE_TIMEOUT_MAX     86400       /* seconds; 0 = never */
 #define CONFIG_BUSY_POLL_US_MAX     100000      /* µs; 0 = off */
+#define CONFIG_BATCH_WAIT_US_MAX    10000       /* µs; 0 = off */
 #define CONFIG_SHUTDOWN_TIMEOUT_MAX 3600        /* seconds */
 #define CONFIG_MAX_PENDING_MIN      1024        /* bytes */
 #define CONFIG_MAX_PENDING_MAX      (64 * 1024 * 1024)
@@ -112,6 +113,7 @@ struct echod_config {
 	uint32_t idle_timeout;              /* "idle_timeout": seconds, default 300, 0 = never */
 	uint32_t shutdown_timeout;          /* "shutdown_timeout": seconds, default 10 */
 	uint32_t busy_poll_us;              /* "busy_poll_us": µs, default 0 = off */
+	uint32_t batch_wait_us;             /* "batch_wait_us": µs, default 0 = off */
 	int log_level;                      /* "log_level": "error","warning","notice","info","debug"; default info */
 	struct {
 		bool enabled;                   /* "metrics.enabled": default true */

@@ -378,10 +378,11 @@ static void reload_apply(struct control *ctl, struct echod_config *next)
 	}
 	log_info("reload: configuration applied (backend %s, %u worker%s, buffers %u x %u, "
 		 "log_level %s, max_connections %u, idle_timeout %u s, max_pending %u, "
-		 "shutdown_timeout %u s, busy_poll_us %u, allow/deny %u/%u prefixes)",
+		 "shutdown_timeout %u s, busy_poll_us %u, batch_wait_us %u, allow/deny %u/%u prefixes)",
 		 ctl->ws.ops->name, ctl->ws.n, ctl->ws.n == 1 ? "" : "s", next->buffer_count,
 		 next->buffer_size, config_log_level_name(next->log_level), next->max_connections,
 		 next->idle_timeout, next->max_pending, next->shutdown_timeout, next->busy_poll_us,
+		 next->batch_wait_us,
 		 next->n_allow,
 		 next->n_deny);
 	sd_notify(0, "READY=1");

@@ -44,6 +44,8 @@ struct worker_counters {
 	_Atomic uint64_t cq_overflow;        /* io_uring only */
 	_Atomic uint64_t rearms;             /* io_uring only: multishot re-arms */
 	_Atomic uint64_t recv_bundles;       /* io_uring only: receives filling several buffers */
+	_Atomic uint64_t loop_wakeups;       /* waits of the event loop that brought events */
+	_Atomic uint64_t loop_events;        /* the events (completions) they brought */
 	_Atomic uint64_t udp_rx_datagrams;   /* UDP: datagrams received (a GRO receive: each) */
 	_Atomic uint64_t udp_rx_bytes;
 	_Atomic uint64_t udp_tx_datagrams;   /* UDP: datagrams echoed */

@@ -256,6 +256,11 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	   "Event loop iterations that found the io_uring completion queue overflowed.");
 	PW(b, m, "echod_multishot_rearms_total", "counter", rearms,
 	   "io_uring multishot accepts and receives armed again after they ended.");
+	PW(b, m, "echod_loop_wakeups_total", "counter", loop_wakeups,
+	   "Times an event loop came back from waiting with events to handle.");
+	PW(b, m, "echod_loop_events_total", "counter", loop_events,
+	   "Events (io_uring completions, epoll events) those wake-ups brought: "
+	   "divided by the wake-ups, the batch each handled.");
 	PW(b, m, "echod_recv_bundles_total", "counter", recv_bundles,
 	   "io_uring receives that filled several buffers at once (recv bundles, kernel 6.10).");
 

@@ -31,6 +31,7 @@ void worker_params_from_config(struct worker_params *p, const struct echod_confi
 	p->idle_timeout_ms = cfg->idle_timeout * 1000u;
 	p->shutdown_ms = cfg->shutdown_timeout * 1000u;
 	p->busy_poll_us = cfg->busy_poll_us;
+	p->batch_wait_us = cfg->batch_wait_us;
 	p->udp_gro = cfg->udp.gro;
 	p->udp_coalesce = cfg->udp.coalesce;
 	p->proxy_enabled = cfg->proxy_protocol.enabled;
@@ -92,6 +93,10 @@ void worker_clock(struct worker *w)
 void worker_woke(struct worker *w, unsigned nevents)
 {
 	worker_clock(w);
+	if (nevents) {
+		ctr_add(&w->cc.ctr->loop_wakeups, 1);
+		ctr_add(&w->cc.ctr->loop_events, nevents);
+	}
 	if (w->params.busy_poll_us) {
 		uint64_t now = conn_now_us();
 
@@ -102,6 +107,20 @@ void worker_woke(struct worker *w, unsigned nevents)
 	} else {
 		w->spin_until_us = 0;
 	}
+}
+
+uint32_t worker_batch_wait_us(struct worker *w, bool supported)
+{
+	uint32_t want = w->params.batch_wait_us;
+
+	if (want != w->batch_wait_seen) {
+		w->batch_wait_seen = want;
+		if (want && !supported)
+			log_notice("worker %u: batch_wait_us = %u has no effect with the %s backend "
+				   "here (it needs io_uring's min-wait timeouts, kernel 6.12)",
+				   w->id, want, w->ops->name);
+	}
+	return supported ? want : 0;
 }
 
 int worker_wait_ms(struct worker *w)

@@ -30,6 +30,7 @@ struct worker_params {
 	uint32_t idle_timeout_ms;   /* 0 = never */
 	uint32_t shutdown_ms;       /* drain deadline */
 	uint32_t busy_poll_us;      /* busy_poll_us (0: off) */
+	uint32_t batch_wait_us;     /* batch_wait_us (0: off) */
 	bool udp_gro;               /* udp.gro (into dc.gro) */
 	bool udp_coalesce;          /* udp.coalesce (into dc.coalesce) */
 	unsigned n_loop_ports;      /* udp.loop_ports (into dc.loop_ports) */
@@ -89,6 +90,7 @@ struct worker {
 	struct ilist hdr_wait;              /* those awaiting a PROXY header, oldest first */
 	uint64_t accept_resume_ms;          /* accept paused until (EMFILE...) */
 	uint64_t spin_until_us;             /* busy_poll_us: poll, not sleep, until (conn_now_us) */
+	uint32_t batch_wait_seen;           /* batch_wait_us last judged by worker_batch_wait_us */
 	int fd_ceiling;                     /* a client fd at or above this is refused */
 	uint64_t drain_deadline_ms;         /* also the hand-over's flush deadline */
 	bool quiesce_sent;                  /* hand-over: in-flight ops cancelled */
@@ -179,6 +181,10 @@ void worker_clock(struct worker *w);
  * worker_clock(), and with busy_poll_us the polling window (opened again
  * by every wait that returned events). */
 void worker_woke(struct worker *w, unsigned nevents);
+/* batch_wait_us as the backend applies it: the setting where the backend
+ * can (supported), else 0; the log says so each time the setting changes
+ * to a value that has no effect. */
+uint32_t worker_batch_wait_us(struct worker *w, bool supported);
 
 /* A connection was accepted on fd: returns its slot, or NULL when its
  * source is denied (the allow/deny lists, then the per-source limits:

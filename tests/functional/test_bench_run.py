@@ -8,7 +8,9 @@ what it cannot run; the headline table's lines.  Then a tiny real run
 that is echod itself under another name, with the fixed-load cells: exit
 0, every headline figure against "best peer", the twin and the peer over
 both rounds with ratios near 1, the fixed cells at the fixed rate, the
-peer started with its open file limit raised to the hard limit.  And
+peer started with its open file limit raised to the hard limit; on
+io_uring, BENCH_BATCH_WAIT's "io_uring+batch_wait" in the headline and
+the variant table.  And
 echod-bench's server CPU is counted in ns, not in 10 ms clock ticks."""
 import contextlib
 import importlib.util
@@ -171,7 +173,9 @@ tap.ok(all(t > 0 for t in totals) and any(abs(t - round(t)) > 0.02 for t in tota
        diag=f"CPU time in ticks: {totals}")
 
 # --- a tiny real run: echod, its A/A twin, echod as a peer under another name
-backend = backends()[0]
+# (and on io_uring, echod with batch_wait_us as a server of its own)
+backend = "io_uring" if "io_uring" in backends() else backends()[0]
+batch = backend == "io_uring"
 with tempfile.TemporaryDirectory(prefix="test_bench_run.") as tmp:
     conf = ('printf "port = {PORT}\\nlisten = [\\"127.0.0.1\\"]\\n'
             'metrics = { enabled = false }\\n" > ' + tmp + '/peer{PORT}.conf')
@@ -181,6 +185,7 @@ with tempfile.TemporaryDirectory(prefix="test_bench_run.") as tmp:
            "BENCH_DURATION": "0.3", "BENCH_WARMUP": "0.1", "BENCH_BACKENDS": backend,
            "BENCH_CONNS": "64", "BENCH_PAYLOADS": "1024", "BENCH_NO_REF": "1", "BENCH_CPS": "0",
            "BENCH_FIXED_RATE": "5000", "BENCH_AA": "1", "BENCH_SERVERS": peer,
+           "BENCH_BATCH_WAIT": "100" if batch else "0",
            "BENCH_JSON": os.path.join(tmp, "r.json")}
     pr = _register(subprocess.Popen([sys.executable, RUN_PY], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True))
@@ -195,7 +200,7 @@ with tempfile.TemporaryDirectory(prefix="test_bench_run.") as tmp:
             j = json.load(f)
     except (OSError, ValueError):
         j = {"headline": [], "runs": []}
-    head = {(x["figure"], x["vs"]): x for x in j["headline"]}
+    head = {(x["figure"], x["vs"]): x for x in j["headline"] if x["echod"] == backend}
     keys = [(f, v) for f in ("fixed_srv_us", "fixed_p99_us", "sat_req_s")
             for v in ("best peer", f"A/A: {backend}-aa", "echod-peer")]
     tap.ok(all(k in head and head[k]["rounds"] == 2 for k in keys)
@@ -203,8 +208,20 @@ with tempfile.TemporaryDirectory(prefix="test_bench_run.") as tmp:
            "the headline: CPU, p99 at the fixed load and req/s at saturation, each against the "
            "best peer, the A/A twin and the peer, over both rounds (CPU, req/s: ratio 0.2-5)",
            diag=json.dumps(j["headline"], indent=0)[:3000])
+    if batch:
+        bw = {(x["figure"], x["vs"]): x for x in j["headline"]
+              if x["echod"] == "io_uring+batch_wait"}
+        var = [x for x in j.get("busy_poll_ratios", []) if x["variant"] == "batch_wait"]
+        tap.ok(all((f, "best peer") in bw and bw[(f, "best peer")]["rounds"] == 2
+                   for f in ("fixed_srv_us", "fixed_p99_us", "sat_req_s"))
+               and len(var) == 1 and var[0]["rounds"] == 2 and var[0]["conns"] == 64
+               and re.search(r"^echod\s+variant\s+conns\s+payload\s+p50 ratio", o, re.M)
+               and "batch_wait_us = 100" in o,
+               "BENCH_BATCH_WAIT: io_uring+batch_wait in the headline against the best peer "
+               "over both rounds, and in the variant table over plain io_uring",
+               diag=o[-3000:])
     fixed = [r for r in j["runs"] if r["proto"] == "fixed"]
-    tap.ok(len(fixed) == 6 and all(r.get("open", {}).get("target_req_s") == 5000
+    tap.ok(len(fixed) == (8 if batch else 6) and all(r.get("open", {}).get("target_req_s") == 5000
                                    and r["conns"] == 64 and r["payload"] == 1024 for r in fixed)
            and re.search(r"^figure\s+conns\s+better", o, re.M)
            and re.search(r"^server\s+conns\s+payload\s+rate/s\s+achieved", o, re.M),

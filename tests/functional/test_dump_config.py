@@ -92,7 +92,7 @@ bundled = round_trip(tap, "bundled etc/echod.conf", os.path.join(ECHOD_SRCDIR, "
                      tmp)
 empty = round_trip(tap, "an empty file", write(os.path.join(tmp, "empty.conf"), ""), tmp)
 defaults = values(empty)
-tap.ok(len(defaults) == 38 and body(bundled) == body(empty),
+tap.ok(len(defaults) == 39 and body(bundled) == body(empty),
        f"the bundled file dumps as the defaults ({len(defaults)} settings)",
        diag=f"--- bundled\n{bundled}\n--- empty\n{empty}")
 
@@ -131,7 +131,7 @@ BCRYPT = "$2y$10$abcdefghijklmnopqrstuuj7m4XYqbm74SxoBcXyw8to0CQ061DVG"
 cores = "[1, 0]" if (os.cpu_count() or 1) > 1 else "[0]"
 every = ("backend = \"epoll\";\nport = 7007;\nlisten = [\"127.0.0.1\", \"::1\"];\n"
          "backlog = 128;\nbuffer_count = 64;\nbuffer_size = 1024;\nmax_pending = 2048;\n"
-         f"core = {cores};\nmax_connections = 100;\nidle_timeout = 0;\nshutdown_timeout = 3;\nbusy_poll_us = 50;\n"
+         f"core = {cores};\nmax_connections = 100;\nidle_timeout = 0;\nshutdown_timeout = 3;\nbusy_poll_us = 50;\nbatch_wait_us = 100;\n"
          "log_level = \"debug\";\n"
          "allow = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"];\n"
          "deny = \"::1\";\n"
