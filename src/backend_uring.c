@@ -112,8 +112,8 @@ static uint32_t ur_allowance(struct worker *w, const struct conn *c)
 
 /* A multishot recv from the main group, limited (where the kernel can)
  * to what backpressure allows: one client cannot drain the ring in one
- * kernel pass.  A bundle where the kernel has them: what the socket
- * holds, up to that limit, in one completion. */
+ * kernel pass.  A bundle where the kernel has them (with the limit): what
+ * the socket holds, up to that limit, in one completion. */
 static void ur_arm_recv(struct worker *w, struct conn *c)
 {
 	struct ur *ur = w->be;
@@ -378,11 +378,13 @@ static bool ur_drop_feature(struct worker *w, const struct conn *c)
 
 	if (c->bstate & UB_CAPPED) {
 		if (ur->mshot_limit)
-			log_info("worker %u: io_uring: no multishot recv byte limit on this kernel", w->id);
+			log_info("worker %u: io_uring recv with a multishot byte limit: EINVAL; "
+				 "going on without the limit", w->id);
 		ur->mshot_limit = false;
 	} else if (c->bstate & UB_BUNDLE) {
 		if (ur->bundle)
-			log_info("worker %u: io_uring: no recv bundles on this kernel", w->id);
+			log_info("worker %u: io_uring recv bundle: EINVAL; going on without bundles",
+				 w->id);
 		ur->bundle = false;
 	} else {
 		return false;

@@ -45,10 +45,14 @@ void ur_buf_release(struct conn_ctx *cc, uint32_t bid)
 /* The buffers a receive of res bytes filled, the first one bid: one, or
  * with a bundle ceil(res / size) of them, every one full but the last,
  * taken from the ring in order: the ring entries after the one bid was
- * added at (none of them is written again before this completion is
- * handled: the ring has an entry for every buffer, and these are held).
- * Each is queued for the echo, in order, or (no connection, no bytes)
- * given back. */
+ * added at.  None of them is written again before this completion is
+ * handled, as long as completions are handled in the order their
+ * buffers left the ring (a completion is posted as its receive takes its
+ * buffers, in the worker's own thread with DEFER_TASKRUN): the ring has
+ * an entry for every buffer, and a buffer is added again only once given
+ * back, at the tail, which stays behind every entry taken but not yet
+ * handled.  Each is queued for the echo, in order, or (no connection, no
+ * bytes) given back. */
 void ur_take_buffers(struct worker *w, struct conn *c, uint32_t bid, int res)
 {
 	struct ur *ur = w->be;

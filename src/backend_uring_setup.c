@@ -217,12 +217,15 @@ static int ur_group_setup(struct worker *w, struct ur *ur, int bgid, uint32_t n)
 	return err;
 }
 
-/* Recv bundles where the kernel has them (6.10), unless
- * ECHOD_URING_BUNDLE=0 (a knob for tests of the fallback, and for
- * measuring what bundles save). */
+/* Recv bundles where the kernel has them (6.10) in the shape echod's
+ * buffer accounting relies on, every buffer of a bundle full but the
+ * last (6.16: earlier kernels could add buffers to a bundle after a short
+ * transfer), and with the multishot byte limit (6.15) that keeps a bundle
+ * within a connection's allowance; unless ECHOD_URING_BUNDLE=0 (a knob
+ * for tests of the fallback, and for measuring what bundles save). */
 static bool ur_bundle(const struct ur *ur)
 {
-	return (ur->ring.features & IORING_FEAT_RECVSEND_BUNDLE) &&
+	return (ur->ring.features & IORING_FEAT_RECVSEND_BUNDLE) && kernel_at_least(6, 16) &&
 	       ur_env_uint("ECHOD_URING_BUNDLE", 0, 1, 1);
 }
 

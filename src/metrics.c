@@ -262,7 +262,7 @@ int metrics_render(struct metrics_state *m, const char *proc, struct mbuf *b)
 	   "Events (io_uring completions, epoll events) those wake-ups brought: "
 	   "divided by the wake-ups, the batch each handled.");
 	PW(b, m, "echod_recv_bundles_total", "counter", recv_bundles,
-	   "io_uring receives that filled several buffers at once (recv bundles, kernel 6.10).");
+	   "io_uring receives that filled several buffers at once (recv bundles, kernel 6.16 and later).");
 
 	PW(b, m, "echod_udp_received_datagrams_total", "counter", udp_rx_datagrams,
 	   "UDP datagrams received (each datagram of a GRO receive), echoed or dropped.");
