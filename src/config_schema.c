@@ -96,7 +96,7 @@ const struct schema_setting schema_settings[] = {
 	  .min = 0, .max = CONFIG_BATCH_WAIT_US_MAX, .unit = "microseconds", .def = 0,
 	  .live = true, .changed = CONFIG_CHANGED_LIMITS,
 	  .description = "Under load, each event loop waits up to this long for more events "
-			 "before it handles them (0: never; io_uring, kernel 6.12)" },
+			 "before it handles them (0: never, io_uring on kernel 6.12)" },
 	{ .name = "log_level", .type = &schema_enum, FIELD(log_level), .values = log_levels,
 	  .def = LOG_INFO, .live = true, .changed = CONFIG_CHANGED_LOG_LEVEL,
 	  .description = "Lowest priority logged" },

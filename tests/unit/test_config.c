@@ -1078,7 +1078,7 @@ static void test_table(void)
 		}
 		*(st->live ? &live : &restart) |= st->changed;
 	}
-	tap_ok(ok && schema_n_settings == 38, "the table: %zu well-formed settings",
+	tap_ok(ok && schema_n_settings == 39, "the table: %zu well-formed settings",
 	       schema_n_settings);
 	tap_ok(!(live & restart), "the table: each change bit is all live or all restart");
 	tap_ok(config_restart_mask() == (CONFIG_CHANGED_LISTEN | CONFIG_CHANGED_PER_SOURCE_TABLE),
